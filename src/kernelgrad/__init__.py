@@ -1,0 +1,26 @@
+"""kernelgrad: exact, fast derivatives of covariance functions, with the right AD mode chosen."""
+
+from .kernels import AbstractKernel
+from .kernels import AbstractStationaryKernel
+from .kernels import AbstractDotProductKernel
+from .kernels import RBF
+from .kernels import Matern12
+from .kernels import Matern32
+from .kernels import Matern52
+from .kernels import RationalQuadratic
+from .kernels import Periodic
+from .kernels import Linear
+from .kernels import Polynomial
+from .kernels import Sum
+from .kernels import Product
+from .kernels import Scaled
+from .kernels import PairFunction
+from .kernels import kernel
+from .transforms import MODES
+from .transforms import gram
+from .transforms import grad
+from .transforms import jacobian
+from .transforms import grad_sum
+from .transforms import gram_matvec
+
+__version__ = "0.1.0"

@@ -1,0 +1,104 @@
+"""Where the arithmetic runs: eager NumPy, or one jitted XLA program per size bucket.
+
+* **Eager NumPy** for closed-form work on small NumPy inputs. There is no trace and no compile,
+  so the first call costs what every call costs. JAX's fixed cost per call (dispatch, transfer)
+  exceeds the whole computation below :data:`EAGER_MAX_PAIRS` pairs (measured by
+  ``benchmarks/crossover.py``).
+* **Jitted XLA** for everything else, and for anything that needs AD. Point counts are padded
+  up to a few size buckets per octave (:func:`bucket`) so that a growing n compiles a
+  handful of programs, not one per n. Padded points are copies of a real point, carrying
+  weight 0, so they never make a NaN; their outputs are sliced off.
+
+NumPy float64 inputs run under a *local* ``jax.enable_x64`` context: float64-accurate results
+without touching the user's global JAX configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import autodiff, rules
+from .inputs import Problem
+
+#: Closed-form work on NumPy inputs with at most this many (i, j) pairs runs eagerly in NumPy.
+EAGER_MAX_PAIRS = 40_000
+
+#: Problems this small are not padded: a distinct program per size is cheap to compile.
+MIN_BUCKET = 16
+
+
+def bucket(n: int) -> int:
+    """Round n up to the next of 4, 5, 6 or 7 times a power of two (at least MIN_BUCKET).
+
+    Four buckets per octave waste at most 25% of a dimension and keep the number of compiled
+    programs logarithmic in n: a loop from n = 100 to 200 compiles 5 of them.
+    """
+    if n <= MIN_BUCKET:
+        return MIN_BUCKET
+    e = max(int(n - 1).bit_length() - 3, 0)
+    step = 1 << e
+    return -(-n // step) * step
+
+
+def _namespace_call(op: str, method: str, kernel, xp, X, Y, W):
+    if method == "closed":
+        if op == "gram":
+            return rules.gram(kernel, xp, X, Y)
+        if op == "jacobian":
+            return rules.jacobian(kernel, xp, X, Y)
+        if op == "grad_sum":
+            return rules.grad_sum(kernel, xp, X, Y, W)
+        if op == "gram_matvec":
+            return rules.gram_matvec(kernel, xp, X, Y, W)
+    elif op == "gram":
+        return autodiff.gram(kernel, X, Y)
+    elif op == "gram_matvec":
+        return rules.matmul(jnp, autodiff.gram(kernel, X, Y), W)
+    elif op == "jacobian":
+        fn = autodiff.jacobian_forward if method == "forward" else autodiff.jacobian_reverse
+        return fn(kernel, X, Y)
+    elif op == "grad_sum":
+        fn = autodiff.grad_sum_forward if method == "forward" else autodiff.grad_sum_reverse
+        return fn(kernel, X, Y, W)
+    raise AssertionError(f"unhandled {op}/{method}")
+
+
+@functools.partial(jax.jit, static_argnames=("op", "method"))
+def _compiled(kernel, X, Y, W, *, op, method):
+    return _namespace_call(op, method, kernel, jnp, X, Y, W)
+
+
+def _pad_rows(xp, A, rows: int, fill_first: bool):
+    """A padded to ``rows`` rows with copies of its first row (or with zeros)."""
+    extra = rows - A.shape[0]
+    if extra == 0:
+        return A
+    pad = xp.broadcast_to(A[:1] if fill_first else xp.zeros_like(A[:1]), (extra,) + A.shape[1:])
+    return xp.concatenate([A, pad], axis=0)
+
+
+def _run_jax(op: str, method: str, p: Problem):
+    n, m = p.n, p.m
+    N, M = bucket(n), bucket(m)
+    xp = jnp if p.is_jax else np
+    X = _pad_rows(xp, p.X, N, True)
+    Y = X if p.same else _pad_rows(xp, p.Y, M, True)
+    W = None if p.W is None else _pad_rows(xp, p.W, M, False)
+    out = _compiled(p.kernel, X, Y, W, op=op, method=method)
+    return out[:n, :m] if op in ("gram", "jacobian") else out[:n]
+
+
+def run(op: str, method: str, p: Problem):
+    """Compute ``op`` by ``method`` on a validated problem; returns the caller's array type."""
+    if p.is_jax:
+        return _run_jax(op, method, p)
+    if method == "closed" and p.n * p.m <= EAGER_MAX_PAIRS:
+        return _namespace_call(op, method, p.kernel, np, p.X, p.Y, p.W)
+    if p.dtype == np.float64:
+        with jax.enable_x64(True):
+            return np.asarray(_run_jax(op, method, p))
+    return np.asarray(_run_jax(op, method, p))

@@ -1,0 +1,141 @@
+"""Checking and coercing the arguments of every transform, before any work is done.
+
+Bad input is reported here, in the caller's terms (the shapes it got and the ones it
+expected), never as a traceback from inside JAX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from .kernels import AbstractKernel, kernel as as_kernel
+
+MODES = ("auto", "closed", "forward", "reverse")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Validated inputs: points as (n, d) and (m, d) arrays of one float dtype."""
+
+    kernel: AbstractKernel
+    X: Any  # (n, d)
+    Y: Any  # (m, d)
+    W: Any  # (m,) or (m, p) weights, or None
+    same: bool  # Y is X (the Gram matrix is symmetric)
+    squeeze: bool  # the caller passed 1-D points: drop the trailing d axis of outputs
+    is_jax: bool  # return a JAX array (else NumPy)
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def m(self) -> int:
+        return self.Y.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def dtype(self):
+        return self.X.dtype
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; expected one of {', '.join(map(repr, MODES))}.")
+
+
+def _as_float_array(name: str, value):
+    """A real floating array (NumPy or JAX, as given); integers and bools are promoted."""
+    if isinstance(value, jax.core.Tracer):
+        arr = value
+    elif isinstance(value, jax.Array):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as err:
+            raise TypeError(f"{name} must be an array of real numbers: {err}") from None
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} is complex ({arr.dtype}); kernelgrad needs real inputs.")
+    if kind in "biu":
+        if isinstance(arr, np.ndarray):
+            return arr.astype(np.float64)
+        return arr.astype(jax.dtypes.canonicalize_dtype(np.float64))
+    if kind != "f":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}.")
+    return arr
+
+
+def _points(name: str, value, *, single: bool = False):
+    """Coerce points to 2-D. Returns (array, was_1d_convention)."""
+    arr = _as_float_array(name, value)
+    low, what = (0, "(d,) or a scalar") if single else (1, "(n, d) or (n,)")
+    if arr.ndim == low:
+        return arr.reshape(arr.shape + (1,)) if not single else arr.reshape(1, 1), True
+    if arr.ndim == low + 1:
+        return (arr[None, :] if single else arr), False
+    raise ValueError(f"{name} must have shape {what}, got shape {tuple(arr.shape)}.")
+
+
+def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> Problem:
+    """Validate a transform's arguments and bring them to a common float dtype."""
+    if not isinstance(k, AbstractKernel):
+        if not callable(k):
+            raise TypeError(
+                f"Expected a kernel (e.g. kernelgrad.RBF()) or a pair function fn(x, y), got "
+                f"{type(k).__name__}."
+            )
+        k = as_kernel(k)
+    xname = "x" if single else "X"
+    X2, x_1d = _points(xname, X, single=single)
+    if Y is None:
+        Y2, y_1d, same = X2, x_1d, not single
+    else:
+        Y2, y_1d = _points("Y", Y)
+        same = False
+    if x_1d != y_1d:
+        shapes = f"{xname} has shape {tuple(np.shape(X))} and Y has shape {tuple(np.shape(Y))}"
+        hint = (
+            "give x as a scalar and Y as (m,)" if single else "give X as (n,) and Y as (m,)"
+        ) + ", or both in the (.., d) form"
+        raise ValueError(f"{shapes}: mixed 1-D and d-dimensional points; {hint}.")
+    if X2.shape[1] != Y2.shape[1]:
+        raise ValueError(
+            f"{xname} has shape {tuple(np.shape(X))} (d = {X2.shape[1]}) but Y has shape "
+            f"{tuple(np.shape(Y))} (d = {Y2.shape[1]}); expected Y of shape "
+            f"(m, {X2.shape[1]})."
+        )
+    ard = k.ard_dims
+    if ard is not None and ard != X2.shape[1]:
+        raise ValueError(
+            f"The kernel has {ard} per-dimension lengthscales but the points have d = "
+            f"{X2.shape[1]}; expected points of shape (n, {ard})."
+        )
+    arrays = [X2, Y2]
+    if W is not None:
+        W = _as_float_array("weights", W)
+        m = Y2.shape[0]
+        if W.ndim not in weight_ndim or W.shape[0] != m:
+            expected = " or ".join(["(m,)", "(m, p)"][n - 1] for n in weight_ndim)
+            raise ValueError(
+                f"weights has shape {tuple(W.shape)}; expected {expected} with m = {m}, "
+                "the number of points in Y."
+            )
+        arrays.append(W)
+    is_jax = any(isinstance(a, jax.Array) for a in arrays)
+    dtype = np.result_type(*(a.dtype for a in arrays))
+    if not is_jax:
+        arrays = [a.astype(dtype, copy=False) for a in arrays]
+    else:
+        arrays = [a.astype(dtype) if a.dtype != dtype else a for a in arrays]
+    X2, Y2 = arrays[0], (arrays[0] if same else arrays[1])
+    W2 = arrays[2] if W is not None else None
+    return Problem(k, X2, Y2, W2, same, x_1d, is_jax)

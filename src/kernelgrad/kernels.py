@@ -1,0 +1,557 @@
+"""Covariance functions as immutable pytrees.
+
+Every kernel knows its value on one pair of points, ``k(x, y)`` for ``x`` and ``y`` of
+shape ``(d,)``. Hyperparameters are array leaves, so ``jax.grad`` of a loss over a kernel
+works. They are stored as NumPy arrays so that building a kernel never starts JAX's runtime:
+small problems then run eagerly in NumPy with no compile at all.
+
+Stationary kernels also know their *profile* ``f`` on the scaled squared distance
+``s = sum_a (x_a - y_a)^2 / l_a^2`` and its derivatives ``f'`` and ``f''``; every derivative
+rule in :mod:`kernelgrad.rules` follows from those. Dot-product kernels know ``g(x . y)`` and
+``g'``. Pair functions have no rules and are differentiated by AD.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "AbstractKernel",
+    "AbstractStationaryKernel",
+    "AbstractDotProductKernel",
+    "RBF",
+    "Matern12",
+    "Matern32",
+    "Matern52",
+    "RationalQuadratic",
+    "Periodic",
+    "Linear",
+    "Polynomial",
+    "Sum",
+    "Product",
+    "Scaled",
+    "PairFunction",
+    "kernel",
+]
+
+
+def _positive(name: str, value: Any, *, vector: bool = False) -> np.ndarray:
+    """Coerce a hyperparameter to a float64 array and check it is positive where concrete."""
+    if isinstance(value, jax.core.Tracer):
+        # Inside a transformation the value is abstract; the check ran when it was concrete.
+        return value
+    arr = np.asarray(value, dtype=np.float64) if not isinstance(value, jax.Array) else value
+    if arr.ndim > (1 if vector else 0):
+        expected = "a scalar or a 1-D array (one per dimension)" if vector else "a scalar"
+        raise ValueError(f"{name} must be {expected}, got shape {arr.shape}.")
+    if arr.ndim == 1 and arr.size == 0:
+        raise ValueError(f"{name} must not be empty.")
+    if not np.all(np.isfinite(np.asarray(arr))) or not np.all(np.asarray(arr) > 0):
+        raise ValueError(f"{name} must be positive and finite, got {np.asarray(arr).tolist()}.")
+    return arr
+
+
+class AbstractKernel(eqx.Module):
+    """A covariance function k(x, y) on points of shape (d,)."""
+
+    def __call__(self, x, y):
+        """Value on one pair of points ``x`` and ``y``, each of shape ``(d,)``: a scalar."""
+        raise NotImplementedError
+
+    @property
+    def has_closed_form(self) -> bool:
+        """Whether :mod:`kernelgrad.rules` has analytic derivatives for this kernel."""
+        return True
+
+    @property
+    def ard_dims(self) -> int | None:
+        """Number of dimensions fixed by a per-dimension hyperparameter, or None."""
+        return None
+
+    def __add__(self, other):
+        if not isinstance(other, AbstractKernel):
+            return NotImplemented
+        return Sum(self, other)
+
+    def __mul__(self, other):
+        if isinstance(other, AbstractKernel):
+            return Product(self, other)
+        if isinstance(other, (int, float, np.ndarray, jax.Array, np.generic)):
+            return Scaled(other, self)
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+
+# --------------------------------------------------------------------------- stationary
+
+
+class AbstractStationaryKernel(AbstractKernel):
+    """k(x, y) = variance * f(s), with s = sum_a (x_a - y_a)^2 / lengthscale_a^2.
+
+    Subclasses define the profile ``f`` and its derivatives ``df`` and ``d2f`` in closed form,
+    against an array namespace ``xp`` (NumPy or jax.numpy), finite at s = 0 wherever the
+    kernel is differentiable there.
+    """
+
+    variance: Any
+    lengthscale: Any
+
+    #: Whether d2f is finite at s = 0, i.e. the kernel is twice differentiable at r = 0.
+    twice_differentiable_at_zero = True
+
+    def __init__(self, variance=1.0, lengthscale=1.0):
+        self.variance = _positive("variance", variance)
+        self.lengthscale = _positive("lengthscale", lengthscale, vector=True)
+
+    @property
+    def ard_dims(self):
+        shape = np.shape(self.lengthscale)
+        return shape[0] if len(shape) == 1 else None
+
+    def inverse_sq_scale(self, xp, dtype):
+        """Per-dimension weights of the squared distance: 1 / lengthscale^2."""
+        return 1.0 / xp.asarray(self.lengthscale, dtype=dtype) ** 2
+
+    def profile_params(self, xp, dtype) -> tuple:
+        """Hyperparameters that enter the profile itself (none by default)."""
+        return ()
+
+    @staticmethod
+    def f(xp, s, params):
+        raise NotImplementedError
+
+    @staticmethod
+    def df(xp, s, params):
+        raise NotImplementedError
+
+    @staticmethod
+    def d2f(xp, s, params):
+        raise NotImplementedError
+
+    def __call__(self, x, y):
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        dtype = jnp.result_type(x, y)
+        diff = x - y
+        s = jnp.sum(diff * diff * self.inverse_sq_scale(jnp, dtype))
+        profile = _differentiable_profile(type(self))
+        return jnp.asarray(self.variance, dtype) * profile(s, self.profile_params(jnp, dtype))
+
+
+def _differentiable_profile(cls) -> Callable:
+    """f(s, params) with a JVP through the closed-form f' and f'' rather than AD of sqrt.
+
+    Plain AD of sqrt(s) at s = 0 gives inf * 0 = NaN for Matern kernels whose gradient is
+    finite there; routing tangents through f' and f'' keeps every order finite where the
+    maths is.
+    """
+    cached = _PROFILE_CACHE.get(cls)
+    if cached is not None:
+        return cached
+
+    def with_derivative(fn, dfn):
+        @jax.custom_jvp
+        def g(s, params):
+            return fn(jnp, s, params)
+
+        @g.defjvp
+        def g_jvp(primals, tangents):
+            s, params = primals
+            ds, dparams = tangents
+            # Tangents of hyperparameters inside f (RQ's alpha, the period) go through plain
+            # AD at fixed s, which never differentiates sqrt(s).
+            value, dvalue = jax.jvp(lambda p: fn(jnp, s, p), (params,), (dparams,))
+            return value, dvalue + dfn(s, params) * ds
+
+        return g
+
+    # Third derivatives (needed only by finite-difference checks of second-order quantities)
+    # come from plain AD of the closed-form f'', exact away from s = 0.
+    d1 = with_derivative(cls.df, lambda s, params: cls.d2f(jnp, s, params))
+    profile = with_derivative(cls.f, d1)
+    _PROFILE_CACHE[cls] = profile
+    return profile
+
+
+_PROFILE_CACHE: dict[type, Callable] = {}
+
+
+def _safe_sqrt(xp, s):
+    """sqrt(s) that is 0 at s <= 0 and never produces NaN gradients there."""
+    positive = s > 0
+    return xp.where(positive, xp.sqrt(xp.where(positive, s, 1.0)), 0.0)
+
+
+class RBF(AbstractStationaryKernel):
+    """Squared exponential: k(x, y) = variance * exp(-r^2 / (2 lengthscale^2)).
+
+    ``f(s) = exp(-s / 2)``, ``f' = -f / 2``, ``f'' = f / 4``.
+    """
+
+    @staticmethod
+    def f(xp, s, params):
+        return xp.exp(-0.5 * s)
+
+    @staticmethod
+    def df(xp, s, params):
+        return -0.5 * xp.exp(-0.5 * s)
+
+    @staticmethod
+    def d2f(xp, s, params):
+        return 0.25 * xp.exp(-0.5 * s)
+
+
+class Matern12(AbstractStationaryKernel):
+    """Matern 1/2 (exponential): k(x, y) = variance * exp(-r / lengthscale).
+
+    Not differentiable at r = 0. By convention the gradient there is the zero subgradient
+    (the midpoint of the one-sided slopes, by symmetry), in every mode. Second derivatives
+    are refused.
+    """
+
+    twice_differentiable_at_zero = False
+
+    @staticmethod
+    def f(xp, s, params):
+        return xp.exp(-_safe_sqrt(xp, s))
+
+    @staticmethod
+    def df(xp, s, params):
+        r = _safe_sqrt(xp, s)
+        # f'(s) = -exp(-r) / (2 r): infinite at r = 0, where the zero subgradient applies.
+        return xp.where(r > 0, -0.5 * xp.exp(-r) / xp.where(r > 0, r, 1.0), 0.0)
+
+    @staticmethod
+    def d2f(xp, s, params):
+        r = _safe_sqrt(xp, s)
+        safe_r = xp.where(r > 0, r, 1.0)
+        return xp.where(r > 0, 0.25 * xp.exp(-r) * (1.0 + r) / safe_r**3, 0.0)
+
+
+class Matern32(AbstractStationaryKernel):
+    """Matern 3/2: k = variance * (1 + sqrt(3) r / l) exp(-sqrt(3) r / l).
+
+    ``f'(s) = -(3/2) exp(-sqrt(3 s))`` is finite at s = 0, so first derivatives exist
+    everywhere; ``f''`` is not, so second derivatives at r = 0 are refused.
+    """
+
+    twice_differentiable_at_zero = False
+
+    @staticmethod
+    def f(xp, s, params):
+        u = _safe_sqrt(xp, 3.0 * s)
+        return (1.0 + u) * xp.exp(-u)
+
+    @staticmethod
+    def df(xp, s, params):
+        return -1.5 * xp.exp(-_safe_sqrt(xp, 3.0 * s))
+
+    @staticmethod
+    def d2f(xp, s, params):
+        u = _safe_sqrt(xp, 3.0 * s)
+        return xp.where(u > 0, 2.25 * xp.exp(-u) / xp.where(u > 0, u, 1.0), 0.0)
+
+
+class Matern52(AbstractStationaryKernel):
+    """Matern 5/2: k = variance * (1 + sqrt(5) r / l + 5 r^2 / (3 l^2)) exp(-sqrt(5) r / l).
+
+    ``f'(s) = -(5/6)(1 + sqrt(5 s)) exp(-sqrt(5 s))`` and ``f''(s) = (25/12) exp(-sqrt(5 s))``.
+    """
+
+    @staticmethod
+    def f(xp, s, params):
+        u = _safe_sqrt(xp, 5.0 * s)
+        return (1.0 + u + u * u / 3.0) * xp.exp(-u)
+
+    @staticmethod
+    def df(xp, s, params):
+        u = _safe_sqrt(xp, 5.0 * s)
+        return -(5.0 / 6.0) * (1.0 + u) * xp.exp(-u)
+
+    @staticmethod
+    def d2f(xp, s, params):
+        return (25.0 / 12.0) * xp.exp(-_safe_sqrt(xp, 5.0 * s))
+
+
+class RationalQuadratic(AbstractStationaryKernel):
+    """Rational quadratic: k = variance * (1 + r^2 / (2 alpha l^2))^(-alpha).
+
+    ``f(s) = (1 + s / (2 alpha))^-alpha`` as in scikit-learn and GPyTorch.
+    """
+
+    alpha: Any
+
+    def __init__(self, variance=1.0, lengthscale=1.0, alpha=1.0):
+        super().__init__(variance, lengthscale)
+        self.alpha = _positive("alpha", alpha)
+
+    def profile_params(self, xp, dtype):
+        return (xp.asarray(self.alpha, dtype=dtype),)
+
+    @staticmethod
+    def f(xp, s, params):
+        (alpha,) = params
+        return (1.0 + s / (2.0 * alpha)) ** (-alpha)
+
+    @staticmethod
+    def df(xp, s, params):
+        (alpha,) = params
+        return -0.5 * (1.0 + s / (2.0 * alpha)) ** (-alpha - 1.0)
+
+    @staticmethod
+    def d2f(xp, s, params):
+        (alpha,) = params
+        return (alpha + 1.0) / (4.0 * alpha) * (1.0 + s / (2.0 * alpha)) ** (-alpha - 2.0)
+
+
+class Periodic(AbstractStationaryKernel):
+    """Periodic (exp-sine-squared): k = variance * exp(-2 sin^2(pi r / period) / l^2).
+
+    ``r`` is the plain Euclidean distance, as in scikit-learn's ``ExpSineSquared``; the
+    lengthscale is a scalar and scales the sine, not the distance. Here ``s = r^2`` and
+    ``f'(s) = -(2 pi^2 / (period^2 l^2)) sinc(2 r / period) f(s)``, finite at r = 0.
+    """
+
+    period: Any
+
+    def __init__(self, variance=1.0, lengthscale=1.0, period=1.0):
+        super().__init__(variance, lengthscale)
+        if np.ndim(self.lengthscale) != 0:
+            raise ValueError(
+                "Periodic takes a scalar lengthscale (it scales sin^2, not the distance); "
+                f"got shape {np.shape(self.lengthscale)}."
+            )
+        self.period = _positive("period", period)
+
+    @property
+    def ard_dims(self):
+        return None
+
+    def inverse_sq_scale(self, xp, dtype):
+        return xp.asarray(1.0, dtype=dtype)
+
+    def profile_params(self, xp, dtype):
+        return (xp.asarray(self.lengthscale, dtype=dtype), xp.asarray(self.period, dtype=dtype))
+
+    @staticmethod
+    def f(xp, s, params):
+        lengthscale, period = params
+        sine = xp.sin(math.pi * _safe_sqrt(xp, s) / period)
+        return xp.exp(-2.0 * sine * sine / lengthscale**2)
+
+    @staticmethod
+    def df(xp, s, params):
+        lengthscale, period = params
+        r = _safe_sqrt(xp, s)
+        c = -2.0 * (math.pi / period) ** 2 / lengthscale**2
+        return c * xp.sinc(2.0 * r / period) * Periodic.f(xp, s, params)
+
+    @staticmethod
+    def d2f(xp, s, params):
+        lengthscale, period = params
+        r = _safe_sqrt(xp, s)
+        c = -2.0 * (math.pi / period) ** 2 / lengthscale**2
+        x = 2.0 * math.pi * r / period
+        # d/ds sinc(2r/p) = (x cos x - sin x) / x^3 * (2 pi / p)^2 / 2, with limit -(2pi/p)^2/6.
+        # Below x = 0.3 the direct form cancels badly in float32; its Taylor series to x^6 is
+        # exact to 2e-11 there.
+        small = x < 0.3
+        xs = xp.where(small, 1.0, x)
+        x2 = x * x
+        series = -1.0 / 3.0 + x2 * (1.0 / 30.0 - x2 * (1.0 / 840.0 - x2 / 45360.0))
+        ratio = xp.where(small, series, (xs * xp.cos(xs) - xp.sin(xs)) / xs**3)
+        dsinc = 0.5 * (2.0 * math.pi / period) ** 2 * ratio
+        sinc = xp.sinc(2.0 * r / period)
+        return c * (dsinc + c * sinc * sinc) * Periodic.f(xp, s, params)
+
+
+# --------------------------------------------------------------------------- dot product
+
+
+class AbstractDotProductKernel(AbstractKernel):
+    """k(x, y) = g(x . y). Subclasses define ``g``, ``dg`` and ``d2g`` against ``xp``."""
+
+    def g(self, xp, t, dtype):
+        raise NotImplementedError
+
+    def dg(self, xp, t, dtype):
+        raise NotImplementedError
+
+    def d2g(self, xp, t, dtype):
+        raise NotImplementedError
+
+    def __call__(self, x, y):
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        return self.g(jnp, jnp.dot(x, y), jnp.result_type(x, y))
+
+
+class Linear(AbstractDotProductKernel):
+    """Linear: k(x, y) = variance * x . y."""
+
+    variance: Any
+
+    def __init__(self, variance=1.0):
+        self.variance = _positive("variance", variance)
+
+    def g(self, xp, t, dtype):
+        return xp.asarray(self.variance, dtype=dtype) * t
+
+    def dg(self, xp, t, dtype):
+        return xp.asarray(self.variance, dtype=dtype) * xp.ones_like(t)
+
+    def d2g(self, xp, t, dtype):
+        return xp.zeros_like(t)
+
+
+class Polynomial(AbstractDotProductKernel):
+    """Polynomial: k(x, y) = (x . y + offset)^degree, as in GPyTorch's ``PolynomialKernel``."""
+
+    offset: Any
+    degree: int = eqx.field(static=True)
+
+    def __init__(self, degree=2, offset=1.0):
+        if isinstance(degree, bool) or not float(degree).is_integer() or degree < 0:
+            raise ValueError(f"degree must be a non-negative integer, got {degree!r}.")
+        self.degree = int(degree)
+        if isinstance(offset, jax.core.Tracer):
+            self.offset = offset
+        else:
+            offset = np.asarray(offset, dtype=np.float64)
+            if offset.ndim != 0 or not np.isfinite(offset) or offset < 0:
+                raise ValueError(f"offset must be a finite scalar >= 0, got {offset.tolist()}.")
+            self.offset = offset
+
+    def g(self, xp, t, dtype):
+        return (t + xp.asarray(self.offset, dtype=dtype)) ** self.degree
+
+    def dg(self, xp, t, dtype):
+        if self.degree == 0:
+            return xp.zeros_like(t)
+        return self.degree * (t + xp.asarray(self.offset, dtype=dtype)) ** (self.degree - 1)
+
+    def d2g(self, xp, t, dtype):
+        if self.degree < 2:
+            return xp.zeros_like(t)
+        p = self.degree
+        return p * (p - 1) * (t + xp.asarray(self.offset, dtype=dtype)) ** (p - 2)
+
+
+# --------------------------------------------------------------------------- composites
+
+
+def _combined_ard(*kernels) -> int | None:
+    dims = {k.ard_dims for k in kernels} - {None}
+    if len(dims) > 1:
+        raise ValueError(f"Cannot combine kernels with ARD lengthscales of lengths {sorted(dims)}.")
+    return dims.pop() if dims else None
+
+
+class Sum(AbstractKernel):
+    """k(x, y) = k1(x, y) + k2(x, y)."""
+
+    k1: AbstractKernel
+    k2: AbstractKernel
+
+    def __init__(self, k1, k2):
+        _combined_ard(k1, k2)
+        self.k1, self.k2 = k1, k2
+
+    def __call__(self, x, y):
+        return self.k1(x, y) + self.k2(x, y)
+
+    @property
+    def has_closed_form(self):
+        return self.k1.has_closed_form and self.k2.has_closed_form
+
+    @property
+    def ard_dims(self):
+        return _combined_ard(self.k1, self.k2)
+
+
+class Product(AbstractKernel):
+    """k(x, y) = k1(x, y) * k2(x, y)."""
+
+    k1: AbstractKernel
+    k2: AbstractKernel
+
+    def __init__(self, k1, k2):
+        _combined_ard(k1, k2)
+        self.k1, self.k2 = k1, k2
+
+    def __call__(self, x, y):
+        return self.k1(x, y) * self.k2(x, y)
+
+    @property
+    def has_closed_form(self):
+        return self.k1.has_closed_form and self.k2.has_closed_form
+
+    @property
+    def ard_dims(self):
+        return _combined_ard(self.k1, self.k2)
+
+
+class Scaled(AbstractKernel):
+    """k(x, y) = scale * base(x, y), with a positive scale."""
+
+    scale: Any
+    base: AbstractKernel
+
+    def __init__(self, scale, base):
+        self.scale = _positive("scale", scale)
+        self.base = base
+
+    def __call__(self, x, y):
+        value = self.base(x, y)
+        return jnp.asarray(self.scale, value.dtype) * value
+
+    @property
+    def has_closed_form(self):
+        return self.base.has_closed_form
+
+    @property
+    def ard_dims(self):
+        return self.base.ard_dims
+
+
+# --------------------------------------------------------------------------- pair functions
+
+
+class PairFunction(AbstractKernel):
+    """Any user function ``fn(x, y) -> scalar`` written with jax.numpy, differentiated by AD.
+
+    It has no closed-form rules: only the ``forward`` and ``reverse`` modes apply (``auto``
+    picks between them).
+    """
+
+    fn: Callable = eqx.field(static=True)
+
+    def __call__(self, x, y):
+        return self.fn(x, y)
+
+    @property
+    def has_closed_form(self):
+        return False
+
+
+def kernel(fn: Callable) -> PairFunction:
+    """Make a kernel from a pair function ``fn(x, y) -> scalar`` on points of shape ``(d,)``.
+
+    Example:
+        >>> import jax.numpy as jnp, kernelgrad as kg
+        >>> k = kg.kernel(lambda x, y: jnp.exp(-0.5 * jnp.sum((x - y) ** 2)))
+        >>> kg.grad_sum(k, [0.0, 1.0]).shape
+        (2,)
+    """
+    if isinstance(fn, AbstractKernel):
+        return fn
+    if not callable(fn):
+        raise TypeError(f"kernel(fn) needs a callable fn(x, y) -> scalar, got {type(fn).__name__}.")
+    return PairFunction(fn)
+

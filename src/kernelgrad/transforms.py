@@ -1,0 +1,159 @@
+"""The public derivative transforms: gram, grad, jacobian, grad_sum and gram_matvec.
+
+Each takes a kernel, points and a ``mode``:
+
+* ``"closed"``: analytic rules (:mod:`kernelgrad.rules`); not for plain pair functions.
+* ``"forward"``: JVPs, one per input dimension, shared by all points.
+* ``"reverse"``: VJPs; one reverse pass for a weighted sum, batched per-pair passes otherwise.
+* ``"auto"`` (default): closed form where it exists, else the cheaper AD mode for the shape.
+  It never takes a path with n^3 intermediates or n separate reverse passes.
+
+NumPy in gives NumPy out and JAX in gives JAX out, in the inputs' float dtype. Points of
+shape (n,) mean n points in one dimension, and the trailing d axis is dropped from outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from . import engine
+from .inputs import MODES, Problem, check_mode, prepare
+
+#: Above this many dimensions one reverse pass beats d forward passes for a weighted sum.
+FORWARD_MAX_DIMS_FOR_SUM = 2
+
+
+def _method(op: str, p: Problem, mode: str) -> str:
+    check_mode(mode)
+    closed = p.kernel.has_closed_form
+    if mode == "closed" and not closed:
+        raise ValueError(
+            f"mode='closed' needs analytic rules, which {type(p.kernel).__name__} does not "
+            "have; use mode='forward', 'reverse' or 'auto'."
+        )
+    if mode != "auto":
+        return mode
+    if closed:
+        return "closed"
+    if op == "grad_sum" and p.d > FORWARD_MAX_DIMS_FOR_SUM:
+        return "reverse"
+    return "forward"
+
+
+def _empty(p: Problem, shape):
+    return (jnp if p.is_jax else np).zeros(shape, p.dtype)
+
+
+def _finish(out, p: Problem, squeeze_last: bool):
+    return out[..., 0] if squeeze_last and p.squeeze else out
+
+
+def gram(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m"]:
+    """Gram matrix K[i, j] = k(x_i, y_j), of shape (n, m).
+
+    Args:
+        k: a kernel, or a pair function ``fn(x, y) -> scalar``.
+        X: points, (n, d) or (n,).
+        Y: points, (m, d) or (m,); ``None`` means Y = X.
+        mode: ``"auto"``, ``"closed"``, ``"forward"`` or ``"reverse"``.
+
+    Example:
+        >>> import numpy as np, kernelgrad as kg
+        >>> kg.gram(kg.RBF(), np.zeros((3, 2))).shape
+        (3, 3)
+    """
+    p = prepare(k, X, Y)
+    method = _method("gram", p, mode)
+    if p.n == 0 or p.m == 0:
+        return _empty(p, (p.n, p.m))
+    return engine.run("gram", method, p)
+
+
+def jacobian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d"]:
+    """Input Jacobian J[i, j] = d/dx_i k(x_i, y_j), of shape (n, m, d); (n, m) for 1-D points.
+
+    Example:
+        >>> import numpy as np, kernelgrad as kg
+        >>> kg.jacobian(kg.RBF(), np.zeros((4, 3)), np.ones((5, 3))).shape
+        (4, 5, 3)
+    """
+    p = prepare(k, X, Y)
+    method = _method("jacobian", p, mode)
+    if p.n == 0 or p.m == 0:
+        return _finish(_empty(p, (p.n, p.m, p.d)), p, True)
+    return _finish(engine.run("jacobian", method, p), p, True)
+
+
+def grad(k, x, Y=None, *, mode: str = "auto") -> Float[Array, "m d"]:
+    """Gradient of k(x, y_j) with respect to one point x, for every y_j: shape (m, d).
+
+    ``x`` is (d,) or a scalar (1-D points; the output is then (m,)). ``Y=None`` means Y = x.
+    The forum's ``grad_kernel`` is ``grad(k, X[0], X)``.
+
+    Example:
+        >>> import numpy as np, kernelgrad as kg
+        >>> X = np.linspace(-1.0, 1.0, 100)
+        >>> kg.grad(kg.RBF(), X[0], X).shape
+        (100,)
+    """
+    p = prepare(k, x, Y, single=True)
+    method = _method("jacobian", p, mode)
+    if p.m == 0:
+        return _finish(_empty(p, (p.m, p.d)), p, True)
+    return _finish(engine.run("jacobian", method, p)[0], p, True)
+
+
+def grad_sum(k, X, Y=None, weights=None, *, mode: str = "auto") -> Float[Array, "n d"]:
+    """Weighted grad map G[i] = sum_j w_j d/dx_i k(x_i, y_j), of shape (n, d); (n,) for 1-D.
+
+    With unit weights this is the forum's summed ``grad_kernel_map`` and the SVGD repulsion
+    term; with GP weights ``K^-1 y`` it is the gradient of the posterior mean at X.
+
+    Args:
+        k: a kernel, or a pair function.
+        X: points, (n, d) or (n,).
+        Y: points, (m, d) or (m,); ``None`` means Y = X (still differentiating only x_i).
+        weights: (m,); ``None`` means ones.
+        mode: ``"auto"``, ``"closed"``, ``"forward"`` or ``"reverse"``.
+
+    Example:
+        >>> import numpy as np, kernelgrad as kg
+        >>> X = np.linspace(-1.0, 1.0, 100)
+        >>> kg.grad_sum(kg.RBF(), X).shape
+        (100,)
+    """
+    p = prepare(k, X, Y, weights)
+    method = _method("grad_sum", p, mode)
+    if p.n == 0:
+        return _finish(_empty(p, (p.n, p.d)), p, True)
+    if p.W is None:
+        p = _with_unit_weights(p)
+    return _finish(engine.run("grad_sum", method, p), p, True)
+
+
+def gram_matvec(k, X, Y=None, W=None, *, mode: str = "auto") -> Float[Array, "n p"]:
+    """Kernel matrix-vector product K @ W: (n,) for W of shape (m,), (n, p) for (m, p).
+
+    ``W=None`` means ones (the row sums of K).
+    """
+    p = prepare(k, X, Y, W, weight_ndim=(1, 2))
+    method = _method("gram_matvec", p, mode)
+    vector = p.W is None or p.W.ndim == 1
+    if p.W is None:
+        p = _with_unit_weights(p)
+    if vector:
+        p = replace(p, W=p.W[:, None])
+    cols = p.W.shape[1]
+    out = _empty(p, (p.n, cols)) if p.n == 0 or p.m == 0 else engine.run("gram_matvec", method, p)
+    return out[:, 0] if vector else out
+
+
+def _with_unit_weights(p: Problem) -> Problem:
+    return replace(p, W=(jnp if p.is_jax else np).ones(p.m, p.dtype))
+
+
+__all__ = ["MODES", "gram", "grad", "jacobian", "grad_sum", "gram_matvec"]
