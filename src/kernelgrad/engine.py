@@ -77,7 +77,7 @@ def _pad_rows(xp, A, rows: int, fill_first: bool):
     extra = rows - A.shape[0]
     if extra == 0:
         return A
-    pad = xp.broadcast_to(A[:1] if fill_first else xp.zeros_like(A[:1]), (extra,) + A.shape[1:])
+    pad = xp.broadcast_to(A[:1] if fill_first else xp.zeros_like(A[:1]), (extra, *A.shape[1:]))
     return xp.concatenate([A, pad], axis=0)
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from .kernels import AbstractKernel, kernel as as_kernel
+from .kernels import AbstractKernel
+from .kernels import kernel as as_kernel
 
 MODES = ("auto", "closed", "forward", "reverse")
 
@@ -79,7 +80,7 @@ def _points(name: str, value, *, single: bool = False):
     arr = _as_float_array(name, value)
     low, what = (0, "(d,) or a scalar") if single else (1, "(n, d) or (n,)")
     if arr.ndim == low:
-        return arr.reshape(arr.shape + (1,)) if not single else arr.reshape(1, 1), True
+        return arr.reshape((*arr.shape, 1)) if not single else arr.reshape(1, 1), True
     if arr.ndim == low + 1:
         return (arr[None, :] if single else arr), False
     raise ValueError(f"{name} must have shape {what}, got shape {tuple(arr.shape)}.")

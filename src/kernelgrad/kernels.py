@@ -554,4 +554,3 @@ def kernel(fn: Callable) -> PairFunction:
     if not callable(fn):
         raise TypeError(f"kernel(fn) needs a callable fn(x, y) -> scalar, got {type(fn).__name__}.")
     return PairFunction(fn)
-
