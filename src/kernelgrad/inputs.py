@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .kernels import AbstractKernel
@@ -131,12 +132,20 @@ def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> 
                 "the number of points in Y."
             )
         arrays.append(W)
-    is_jax = any(isinstance(a, jax.Array) for a in arrays)
+    # Hyperparameters traced by jax.grad over the kernel make every output a tracer, so such a
+    # problem must take the JAX path even when the points are NumPy arrays.
+    traced_kernel = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(k))
+    is_jax = traced_kernel or any(isinstance(a, jax.Array) for a in arrays)
     dtype = np.result_type(*(a.dtype for a in arrays))
     if not is_jax:
         arrays = [a.astype(dtype, copy=False) for a in arrays]
     else:
-        arrays = [a.astype(dtype) if a.dtype != dtype else a for a in arrays]
+        # JAX's own dtype rules apply on its path: float64 only where x64 is enabled.
+        dtype = jax.dtypes.canonicalize_dtype(dtype)
+        arrays = [
+            a if a.dtype == dtype and isinstance(a, jax.Array) else jnp.asarray(a, dtype)
+            for a in arrays
+        ]
     X2, Y2 = arrays[0], (arrays[0] if same else arrays[1])
     W2 = arrays[2] if W is not None else None
     return Problem(k, X2, Y2, W2, same, x_1d, is_jax)
