@@ -1,0 +1,243 @@
+"""Matrix-free reductions over kernel pairs: K @ W and the weighted grad map, tile by tile.
+
+Everything here rests on one primitive, :func:`tiled_row_reduce`. Its contract:
+
+``tiled_row_reduce(tile_fn, X, Y, W, *, row_block=None, col_block=None) -> (n, p)``
+
+* ``X`` holds the *row* data: an array, or a pytree of arrays, each with leading axis n.
+  ``Y`` holds the *column* data and ``W`` the column *weights*, both with leading axis m
+  (pytrees too; ``W`` may be ``None``).
+* ``tile_fn(X_block, Y_block, W_block) -> (rows, p)`` gets the same pytrees cut to ``rows``
+  rows and ``cols`` columns and returns the block's partial sums over its columns. It must
+  be
+
+  - *row-local*: output row i depends only on row i of ``X_block`` (padded rows are dropped);
+  - *linear in W*, so that a column whose weights are all 0 contributes exactly 0.
+
+* Result: ``out[i] = sum over column blocks of tile_fn(...)[i]``, of shape (n, p), in the
+  dtype of ``tile_fn``'s output.
+* Memory is O((n + m) d + rows * cols): never an n x m buffer. Row blocks run one after
+  another (``lax.map``); within a row block the column blocks are scanned (``lax.scan``)
+  and added with Kahan's compensated summation, so a float32 sum over 10^6 columns keeps
+  the accuracy of one block's sum rather than losing a bit per block.
+* Ragged n and m need no special care from ``tile_fn``: rows are padded with copies of the
+  first row, columns with copies of the first column and weight 0, so a padded point is a
+  real point (no NaN from, say, a distance of 0/0) that adds nothing.
+* It traces under ``jax.jit``, ``shard_map`` and ``vmap``; call it from inside a jitted
+  function (the shapes, hence the blocking, are static).
+
+On top of it sit :func:`grad_sum` and :func:`gram_matvec` for every kernel and method, and
+their jitted entry point :func:`compiled` used by the engine above :data:`TILED_MIN_PAIRS`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from . import autodiff, rules
+
+#: grad_sum and gram_matvec switch from one dense program to the tiled one above this many
+#: (i, j) pairs (after bucket padding). Measured by ``benchmarks/scale.py --crossover`` on
+#: 2 CPU cores: the two run level up to n = m of about 2000; beyond, the dense program's
+#: n x m intermediates fall out of cache and cost memory that grows as n m.
+TILED_MIN_PAIRS = 2048 * 2048
+
+#: Default block shape (rows, columns) per platform. A tile's working set is a few
+#: rows x cols buffers; on the CPU, 512 x 2048 float64 (8 MB) keeps it near cache, and
+#: each step is long enough to hide the loop's overhead. GPUs want wide tiles to fill the
+#: device, so their column block covers a million columns per step.
+DEFAULT_BLOCKS = {"cpu": (512, 2048), "gpu": (1024, 8192)}
+
+#: Blocks are rounded to a multiple of this many rows/columns (vector-register friendly).
+_ALIGN = 8
+
+
+def default_blocks(platform: str | None = None) -> tuple[int, int]:
+    """The (row_block, col_block) used when none is given, for ``platform`` or the default."""
+    platform = platform or jax.default_backend()
+    return DEFAULT_BLOCKS.get(
+        "gpu" if platform in ("gpu", "cuda", "rocm") else platform, DEFAULT_BLOCKS["cpu"]
+    )
+
+
+def _split(total: int, block: int) -> tuple[int, int]:
+    """(count, size) of near-equal blocks of at most ``block`` covering ``total``.
+
+    Equal blocks, rather than full blocks plus a remainder, bound the padding by
+    ``count * _ALIGN`` instead of a whole block.
+    """
+    count = max(1, -(-total // block))
+    size = -(-total // count)
+    size = -(-size // _ALIGN) * _ALIGN if total > _ALIGN else total
+    return count, size
+
+
+def _pad_leading(tree, total: int, copy_first: bool):
+    """Each leaf padded to ``total`` along axis 0, with copies of its first row (or zeros)."""
+
+    def pad(a):
+        extra = total - a.shape[0]
+        if extra == 0:
+            return a
+        row = a[:1] if copy_first else jnp.zeros_like(a[:1])
+        return jnp.concatenate([a, jnp.broadcast_to(row, (extra, *a.shape[1:]))], axis=0)
+
+    return jax.tree.map(pad, tree)
+
+
+def _blocks(tree, count: int, size: int):
+    """Each leaf reshaped from (count * size, ...) to (count, size, ...)."""
+    return jax.tree.map(lambda a: a.reshape(count, size, *a.shape[1:]), tree)
+
+
+def _leading(tree) -> int:
+    return jax.tree.leaves(tree)[0].shape[0]
+
+
+def tiled_row_reduce(
+    tile_fn, X, Y, W, *, row_block: int | None = None, col_block: int | None = None
+):
+    """Sum ``tile_fn`` over column blocks for every row block, without an n x m buffer.
+
+    See the module docstring for the contract of ``tile_fn``.
+
+    Args:
+        tile_fn: ``(X_block, Y_block, W_block) -> (rows, p)`` partial sums.
+        X: row data, an array or pytree of arrays with leading axis n.
+        Y: column data, leading axis m.
+        W: column weights, leading axis m, or ``None``.
+        row_block: rows per block; default from :func:`default_blocks`.
+        col_block: columns per block; default from :func:`default_blocks`.
+
+    Returns:
+        The (n, p) sums.
+    """
+    default_rows, default_cols = default_blocks()
+    n, m = _leading(X), _leading(Y)
+    row_count, rows = _split(n, row_block or default_rows)
+    col_count, cols = _split(m, col_block or default_cols)
+    Xb = _blocks(_pad_leading(X, row_count * rows, True), row_count, rows)
+    Yb = _blocks(_pad_leading(Y, col_count * cols, True), col_count, cols)
+    Wb = _blocks(_pad_leading(W, col_count * cols, False), col_count, cols)
+
+    def one_row_block(x_block):
+        shape = jax.eval_shape(tile_fn, x_block, *jax.tree.map(lambda a: a[0], (Yb, Wb)))
+        zero = jnp.zeros(shape.shape, shape.dtype)
+
+        def step(carry, col):
+            total, lost = carry
+            # Kahan: ``lost`` is the low-order part that the last addition rounded away.
+            part = tile_fn(x_block, *col) - lost
+            new_total = total + part
+            return (new_total, (new_total - total) - part), None
+
+        (total, lost), _ = lax.scan(step, (zero, zero), (Yb, Wb))
+        return total - lost
+
+    out = lax.map(one_row_block, Xb)  # (row_count, rows, p)
+    return out.reshape(row_count * rows, -1)[:n]
+
+
+# ----------------------------------------------------------------------------- tile functions
+
+
+def _closed_grad_sum_parts(kernel, centre):
+    """Tile function for a closed-form grad_sum, and how to finish its sums.
+
+    Each "diff" term contributes ``x_i (C w)_i - (C (w y))_i`` (the matmul form of
+    :func:`kernelgrad.rules.grad_sum`). Its two factors are summed over all column blocks
+    before the subtraction, so every block shares one ``centre`` (the mean of Y): the
+    accumulated columns are ``[C w, C (w (y - centre))]`` per term, and ``[C (w y)]`` for
+    a "y" term.
+    """
+
+    def tile_fn(X, Y, w):
+        Xc, Yc = X - centre, Y - centre
+        parts = []
+        for term in rules.tile(kernel, jnp, X, Y, Xc, Yc).terms:
+            if term.kind == "diff":
+                rhs = jnp.concatenate([w[:, None], w[:, None] * Yc], axis=1)
+            else:
+                rhs = w[:, None] * Y
+            parts.append(rules.matmul(jnp, term.coef, rhs))
+        return jnp.concatenate(parts, axis=1)
+
+    def finish(X, sums):
+        d = X.shape[1]
+        Xc = X - centre
+        out, col = jnp.zeros_like(X), 0
+        for term in rules.tile(kernel, jnp, X[:1], X[:1], Xc[:1], Xc[:1]).terms:
+            if term.kind == "diff":
+                out = out + term.scale * (
+                    Xc * sums[:, col : col + 1] - sums[:, col + 1 : col + 1 + d]
+                )
+                col += d + 1
+            else:
+                out = out + term.scale * sums[:, col : col + d]
+                col += d
+        return out
+
+    return tile_fn, finish
+
+
+def grad_sum(kernel, X, Y, w, *, method: str = "closed", row_block=None, col_block=None):
+    """G[i, a] = sum_j w_j d k(x_i, y_j) / d x_ia, tiled: (n, d). Traceable (call under jit).
+
+    Args:
+        kernel: the kernel.
+        X: (n, d) points; Y: (m, d) points; w: (m,) weights.
+        method: ``"closed"``, ``"forward"`` or ``"reverse"`` (as in the transforms).
+        row_block, col_block: block shape, see :func:`tiled_row_reduce`.
+    """
+    blocks = {"row_block": row_block, "col_block": col_block}
+    if method == "closed":
+        tile_fn, finish = _closed_grad_sum_parts(kernel, jnp.mean(Y, axis=0))
+        return finish(X, tiled_row_reduce(tile_fn, X, Y, w, **blocks))
+    fn = autodiff.grad_sum_forward if method == "forward" else autodiff.grad_sum_reverse
+    return tiled_row_reduce(lambda Xb, Yb, wb: fn(kernel, Xb, Yb, wb), X, Y, w, **blocks)
+
+
+def gram_matvec(kernel, X, Y, W, *, method: str = "closed", row_block=None, col_block=None):
+    """K @ W for W of shape (m, p), tiled: (n, p). Traceable (call under jit)."""
+    if method == "closed":
+        centre = jnp.mean(Y, axis=0)
+
+        def values(Xb, Yb):
+            return rules.tile(kernel, jnp, Xb, Yb, Xb - centre, Yb - centre).value
+
+    else:
+
+        def values(Xb, Yb):
+            return autodiff.gram(kernel, Xb, Yb)
+
+    def tile_fn(Xb, Yb, Wb):
+        return rules.matmul(jnp, values(Xb, Yb), Wb)
+
+    return tiled_row_reduce(tile_fn, X, Y, W, row_block=row_block, col_block=col_block)
+
+
+def reduce(op: str, method: str, kernel, X, Y, W, *, row_block=None, col_block=None):
+    """``grad_sum`` or ``gram_matvec`` (by name ``op``), tiled. Traceable."""
+    fn = {"grad_sum": grad_sum, "gram_matvec": gram_matvec}[op]
+    return fn(kernel, X, Y, W, method=method, row_block=row_block, col_block=col_block)
+
+
+@functools.partial(jax.jit, static_argnames=("op", "method", "row_block", "col_block"))
+def compiled(kernel, X, Y, W, *, op, method, row_block=None, col_block=None):
+    """:func:`reduce` as one jitted program (one compile per shape, like the engine's)."""
+    return reduce(op, method, kernel, X, Y, W, row_block=row_block, col_block=col_block)
+
+
+__all__ = [
+    "TILED_MIN_PAIRS",
+    "compiled",
+    "default_blocks",
+    "grad_sum",
+    "gram_matvec",
+    "reduce",
+    "tiled_row_reduce",
+]
