@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import autodiff, rules
+from . import autodiff, reductions, rules, sharding
 from .inputs import Problem
 
 #: Closed-form work on NumPy inputs with at most this many (i, j) pairs runs eagerly in NumPy.
@@ -83,6 +83,9 @@ def _pad_rows(xp, A, rows: int, fill_first: bool):
 
 def _run_jax(op: str, method: str, p: Problem):
     n, m = p.n, p.m
+    if op in ("grad_sum", "gram_matvec") and n * m > reductions.TILED_MIN_PAIRS:
+        # Matrix-free (and multi-device when there are several); pads to its own buckets.
+        return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W)
     N, M = bucket(n), bucket(m)
     xp = jnp if p.is_jax else np
     X = _pad_rows(xp, p.X, N, True)

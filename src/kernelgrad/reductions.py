@@ -52,6 +52,11 @@ TILED_MIN_PAIRS = 2048 * 2048
 #: device, so their column block covers a million columns per step.
 DEFAULT_BLOCKS = {"cpu": (512, 2048), "gpu": (1024, 8192)}
 
+#: Tiled programs are compiled for sizes rounded up to one of this many steps per octave
+#: (:func:`bucket`): finer than the engine's dense buckets, since at these sizes padding
+#: costs more run time than an extra compile.
+BUCKETS_PER_OCTAVE = 32
+
 #: Blocks are rounded to a multiple of this many rows/columns (vector-register friendly).
 _ALIGN = 8
 
@@ -62,6 +67,12 @@ def default_blocks(platform: str | None = None) -> tuple[int, int]:
     return DEFAULT_BLOCKS.get(
         "gpu" if platform in ("gpu", "cuda", "rocm") else platform, DEFAULT_BLOCKS["cpu"]
     )
+
+
+def bucket(n: int) -> int:
+    """n rounded up to a multiple of 2^(floor(log2 n) - 5): at most 1/32 of padding."""
+    step = 1 << max(int(n).bit_length() - BUCKETS_PER_OCTAVE.bit_length(), 0)
+    return -(-n // step) * step
 
 
 def _split(total: int, block: int) -> tuple[int, int]:
@@ -125,9 +136,6 @@ def tiled_row_reduce(
     Wb = _blocks(_pad_leading(W, col_count * cols, False), col_count, cols)
 
     def one_row_block(x_block):
-        shape = jax.eval_shape(tile_fn, x_block, *jax.tree.map(lambda a: a[0], (Yb, Wb)))
-        zero = jnp.zeros(shape.shape, shape.dtype)
-
         def step(carry, col):
             total, lost = carry
             # Kahan: ``lost`` is the low-order part that the last addition rounded away.
@@ -135,7 +143,11 @@ def tiled_row_reduce(
             new_total = total + part
             return (new_total, (new_total - total) - part), None
 
-        (total, lost), _ = lax.scan(step, (zero, zero), (Yb, Wb))
+        # Starting from the first block's sums (not from constant zeros) keeps the carry's
+        # type identical to the body's, also under shard_map where values vary per device.
+        first = tile_fn(x_block, *jax.tree.map(lambda a: a[0], (Yb, Wb)))
+        rest = jax.tree.map(lambda a: a[1:], (Yb, Wb))
+        (total, lost), _ = lax.scan(step, (first, jnp.zeros_like(first)), rest)
         return total - lost
 
     out = lax.map(one_row_block, Xb)  # (row_count, rows, p)
@@ -234,6 +246,7 @@ def compiled(kernel, X, Y, W, *, op, method, row_block=None, col_block=None):
 
 __all__ = [
     "TILED_MIN_PAIRS",
+    "bucket",
     "compiled",
     "default_blocks",
     "grad_sum",

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from . import engine
+from . import engine, memory
 from .inputs import MODES, Problem, check_mode, prepare
 
 #: Above this many dimensions one reverse pass beats d forward passes for a weighted sum.
@@ -70,6 +70,7 @@ def gram(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m"]:
     method = _method("gram", p, mode)
     if p.n == 0 or p.m == 0:
         return _empty(p, (p.n, p.m))
+    memory.check_dense("gram", (p.n, p.m), p.dtype, p.X)
     return engine.run("gram", method, p)
 
 
@@ -85,6 +86,7 @@ def jacobian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d"]:
     method = _method("jacobian", p, mode)
     if p.n == 0 or p.m == 0:
         return _finish(_empty(p, (p.n, p.m, p.d)), p, True)
+    memory.check_dense("jacobian", (p.n, p.m, p.d), p.dtype, p.X)
     return _finish(engine.run("jacobian", method, p), p, True)
 
 

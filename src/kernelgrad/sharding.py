@@ -1,0 +1,140 @@
+"""The tiled reductions over many devices: rows of X sharded, Y replicated or streamed.
+
+This is JAX's own distributed engine, not a scheduler of ours. A 1-D device mesh (axis
+``"rows"``) splits the rows of X evenly; every device runs the same tiled reduction
+(:func:`kernelgrad.reductions.reduce`) on its rows against all of Y, under ``shard_map``.
+Row i of a grad map or of K @ W depends only on x_i, so the devices never talk to each
+other: the result is just the concatenation of their rows.
+
+Y (and the weights) are replicated on every device, which costs O(m d) memory per device.
+When that exceeds :data:`REPLICATED_COLUMNS_MAX_BYTES`, Y is streamed instead: the columns
+are cut into equal chunks, each chunk is one sharded call, and the chunks' results are added
+with compensated (Kahan) summation. Both reductions are sums over columns, so this is exact.
+
+Multi-host runs work the same way once ``jax.distributed.initialize()`` has run in every
+process: :func:`row_mesh` then spans every device of every host (see ``docs/scale.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from . import reductions
+
+#: Name of the mesh axis that the rows of X are split over.
+AXIS = "rows"
+
+#: Y and the weights are streamed in column chunks when replicating them on every device
+#: would take more than this many bytes per device.
+REPLICATED_COLUMNS_MAX_BYTES = 1 << 30
+
+
+def row_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: every device of the default backend)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+@functools.partial(jax.jit, static_argnames=("op", "method", "mesh", "row_block", "col_block"))
+def _sharded(kernel, X, Y, W, *, op, method, mesh, row_block=None, col_block=None):
+    local = functools.partial(
+        reductions.reduce, op, method, row_block=row_block, col_block=col_block
+    )
+    fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()), out_specs=P(AXIS))
+    return fn(kernel, X, Y, W)
+
+
+def _pad_rows(A, rows: int, copy_first: bool):
+    extra = rows - A.shape[0]
+    if extra == 0:
+        return A
+    row = A[:1] if copy_first else jnp.zeros_like(A[:1])
+    return jnp.concatenate([A, jnp.broadcast_to(row, (extra, *A.shape[1:]))], axis=0)
+
+
+def _column_chunks(m: int, row_bytes: int, max_bytes: int) -> tuple[int, int]:
+    """(count, size) of equal column chunks of at most ``max_bytes`` each."""
+    per_chunk = max(1, max_bytes // max(row_bytes, 1))
+    count = -(-m // per_chunk)
+    return count, -(-m // count)
+
+
+def reduce(
+    op: str,
+    method: str,
+    kernel,
+    X,
+    Y,
+    W,
+    *,
+    mesh: Mesh | None = None,
+    row_block: int | None = None,
+    col_block: int | None = None,
+    max_replicated_bytes: int = REPLICATED_COLUMNS_MAX_BYTES,
+):
+    """``grad_sum`` or ``gram_matvec`` (by name ``op``) with the rows of X over a mesh.
+
+    Args:
+        op: ``"grad_sum"`` (W of shape (m,)) or ``"gram_matvec"`` (W of shape (m, p)).
+        method: ``"closed"``, ``"forward"`` or ``"reverse"``.
+        kernel: the kernel.
+        X: (n, d) points, split by rows over the mesh.
+        Y: (m, d) points and W the weights, replicated (or streamed in column chunks).
+        mesh: a 1-D mesh with axis :data:`AXIS`; default :func:`row_mesh` of all devices.
+        row_block, col_block: the tile shape on each device (see
+            :func:`kernelgrad.reductions.tiled_row_reduce`).
+        max_replicated_bytes: stream Y in chunks when Y and W together take more than this.
+
+    Returns:
+        (n, d) for ``grad_sum``, (n, p) for ``gram_matvec``: a JAX array sharded by rows.
+    """
+    mesh = row_mesh() if mesh is None else mesh
+    n, m = X.shape[0], Y.shape[0]
+    devices = mesh.devices.size
+    rows = -(-n // devices) * devices
+    X = jax.device_put(_pad_rows(jnp.asarray(X), rows, True), NamedSharding(mesh, P(AXIS)))
+    Y, W = jnp.asarray(Y), jnp.asarray(W)
+    call = functools.partial(
+        _sharded, op=op, method=method, mesh=mesh, row_block=row_block, col_block=col_block
+    )
+    column_bytes = (Y[0].size + W[0].size) * Y.dtype.itemsize
+    count, size = _column_chunks(m, column_bytes, max_replicated_bytes)
+    if count == 1:
+        return call(kernel, X, Y, W)[:n]
+    Y = _pad_rows(Y, count * size, True)
+    W = _pad_rows(W, count * size, False)
+    total = lost = None
+    for c in range(count):
+        part = call(kernel, X, Y[c * size : (c + 1) * size], W[c * size : (c + 1) * size])
+        if total is None:
+            total, lost = part, jnp.zeros_like(part)
+            continue
+        # Kahan across chunks, as across column blocks inside each chunk.
+        part = part - lost
+        new_total = total + part
+        total, lost = new_total, (new_total - total) - part
+    return (total - lost)[:n]
+
+
+def tiled(op: str, method: str, kernel, X, Y, W):
+    """The engine's entry for large reductions: (n, p) for X of n rows.
+
+    Pads n and m to :func:`kernelgrad.reductions.bucket` sizes, then runs sharded over every
+    device when there are several (and the inputs are concrete), else the one-device program.
+    """
+    n, m = X.shape[0], Y.shape[0]
+    X = _pad_rows(jnp.asarray(X), reductions.bucket(n), True)
+    Y = _pad_rows(jnp.asarray(Y), reductions.bucket(m), True)
+    W = _pad_rows(jnp.asarray(W), reductions.bucket(m), False)
+    if jax.device_count() > 1 and not isinstance(X, jax.core.Tracer):
+        return reduce(op, method, kernel, X, Y, W)[:n]
+    return reductions.compiled(kernel, X, Y, W, op=op, method=method)[:n]
+
+
+__all__ = ["AXIS", "REPLICATED_COLUMNS_MAX_BYTES", "reduce", "row_mesh", "tiled"]
