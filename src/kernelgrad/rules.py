@@ -55,53 +55,65 @@ def matmul(xp, a, b):
 def squared_distance(xp, X, Y, weights):
     """s[i, j] = sum_a weights_a (x_ia - y_ja)^2, never negative. X, Y should be centred."""
     d = X.shape[1]
-    w = xp.broadcast_to(weights, (d,))
+    root = xp.sqrt(weights)  # a scalar or (d,): either broadcasts against the points
+    # Scaling the points first saves a pass over the (n, m) result per dimension.
+    Xs, Ys = X * root, Y * root
     if d <= DIFFERENCE_FORM_MAX_DIMS:
         # One 2-D expression per dimension: XLA:CPU fuses these, whereas broadcasting to an
         # (n, m, d) tensor with a short trailing axis runs an order of magnitude slower.
-        s = 0.0
-        for a in range(d):
-            diff = X[:, a, None] - Y[None, :, a]
-            s = s + w[a] * diff * diff
+        diff = Xs[:, 0, None] - Ys[None, :, 0]
+        s = diff * diff
+        for a in range(1, d):
+            diff = Xs[:, a, None] - Ys[None, :, a]
+            s = s + diff * diff
         return s
-    root = xp.sqrt(w)
-    Xs, Ys = X * root, Y * root
-    s = xp.sum(Xs * Xs, axis=1)[:, None] + xp.sum(Ys * Ys, axis=1)[None, :]
-    # The expansion cancels in floating point and can dip below zero: clamp it.
-    return xp.maximum(s - 2.0 * matmul(xp, Xs, Ys.T), 0.0)
+    norms = xp.sum(Xs * Xs, axis=1)[:, None] + xp.sum(Ys * Ys, axis=1)[None, :]
+    s = norms - 2.0 * matmul(xp, Xs, Ys.T)
+    # The expansion cancels: its rounding error is about eps * (|x|^2 + |y|^2), and it can
+    # even dip below zero. Anything under that noise floor is indistinguishable from a
+    # duplicate point, so it becomes exactly 0 (where Matern 1/2 takes its zero subgradient).
+    floor = (8 * xp.finfo(s.dtype).eps) * norms
+    return xp.where(s > floor, s, 0.0)
 
 
-def tile(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc) -> Tile:
+def tile(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc, *, need_value: bool = True) -> Tile:
     """Closed-form values and derivative terms of ``kernel`` on X (n, d) against Y (m, d).
 
     ``Xc`` and ``Yc`` are X and Y shifted by one common centre. Stationary kernels use them:
     differences are unchanged, and the squared-norm expansion loses far less precision.
+    With ``need_value=False`` the values may be None, which saves an exp per pair in eager
+    NumPy (XLA drops unused values by itself).
     """
     dtype = X.dtype
     if isinstance(kernel, K.AbstractStationaryKernel):
-        inv_sq = kernel.inverse_sq_scale(xp, dtype)
-        params = kernel.profile_params(xp, dtype)
+        cls = type(kernel)
+        inv_sq = cls.inverse_sq_scale(kernel, xp, dtype)
+        params = cls.profile_params(kernel, xp, dtype)
         s = squared_distance(xp, Xc, Yc, inv_sq)
         variance = xp.asarray(kernel.variance, dtype=dtype)
-        value = variance * kernel.f(xp, s, params)
-        coef = variance * kernel.df(xp, s, params)
+        value = variance * cls.f(xp, s, params) if need_value else None
+        coef = variance * cls.df(xp, s, params)
         return Tile(value, (Term(coef, "diff", 2.0 * inv_sq),))
     if isinstance(kernel, K.AbstractDotProductKernel):
+        cls = type(kernel)
         t = matmul(xp, X, Y.T)
         one = xp.asarray(1.0, dtype=dtype)
-        return Tile(kernel.g(xp, t, dtype), (Term(kernel.dg(xp, t, dtype), "y", one),))
+        value = cls.g(kernel, xp, t, dtype) if need_value else None
+        return Tile(value, (Term(cls.dg(kernel, xp, t, dtype), "y", one),))
     if isinstance(kernel, K.Sum):
-        a, b = tile(kernel.k1, xp, X, Y, Xc, Yc), tile(kernel.k2, xp, X, Y, Xc, Yc)
-        return Tile(a.value + b.value, a.terms + b.terms)
+        a = tile(kernel.k1, xp, X, Y, Xc, Yc, need_value=need_value)
+        b = tile(kernel.k2, xp, X, Y, Xc, Yc, need_value=need_value)
+        return Tile(a.value + b.value if need_value else None, a.terms + b.terms)
     if isinstance(kernel, K.Product):
         a, b = tile(kernel.k1, xp, X, Y, Xc, Yc), tile(kernel.k2, xp, X, Y, Xc, Yc)
         terms = tuple(t._replace(coef=t.coef * b.value) for t in a.terms)
         terms += tuple(t._replace(coef=t.coef * a.value) for t in b.terms)
         return Tile(a.value * b.value, terms)
     if isinstance(kernel, K.Scaled):
-        base = tile(kernel.base, xp, X, Y, Xc, Yc)
+        base = tile(kernel.base, xp, X, Y, Xc, Yc, need_value=need_value)
         c = xp.asarray(kernel.scale, dtype=dtype)
-        return Tile(c * base.value, tuple(t._replace(coef=c * t.coef) for t in base.terms))
+        value = c * base.value if need_value else None
+        return Tile(value, tuple(t._replace(coef=c * t.coef) for t in base.terms))
     raise TypeError(f"{type(kernel).__name__} has no closed-form rules.")
 
 
@@ -119,22 +131,28 @@ def gram(kernel, xp, X, Y):
 
 def jacobian(kernel, xp, X, Y):
     """J[i, j, a] = d k(x_i, y_j) / d x_ia: (n, m, d)."""
-    Xc, Yc = centre(xp, X, Y)
-    out = 0.0
-    for term in tile(kernel, xp, X, Y, Xc, Yc).terms:
-        if term.kind == "diff":
-            factor = Xc[:, None, :] - Yc[None, :, :]
-        else:
-            factor = Y[None, :, :]
-        out = out + term.coef[:, :, None] * factor * term.scale
-    return xp.broadcast_to(out, (X.shape[0], Y.shape[0], X.shape[1]))
+    # Differences need no centring: (x - c) - (y - c) is x - y.
+    out = xp.zeros((X.shape[0], Y.shape[0], X.shape[1]), X.dtype)
+    for term in tile(kernel, xp, X, Y, X, Y, need_value=False).terms:
+        factor = X[:, None, :] - Y[None, :, :] if term.kind == "diff" else Y[None, :, :]
+        out = out + term.coef[:, :, None] * (factor * term.scale)
+    return out
 
 
 def grad_sum(kernel, xp, X, Y, w):
-    """G[i, a] = sum_j w_j d k(x_i, y_j) / d x_ia: (n, d), via one matmul per term."""
+    """G[i, a] = sum_j w_j d k(x_i, y_j) / d x_ia: (n, d)."""
     Xc, Yc = centre(xp, X, Y)
-    out = xp.zeros_like(X)
-    for term in tile(kernel, xp, X, Y, Xc, Yc).terms:
+    terms = tile(kernel, xp, X, Y, Xc, Yc, need_value=False).terms
+    if xp is not np and X.shape[1] == 1:
+        # In one dimension XLA fuses sum_j c_ij w_j (x_i - y_j) into one loop with no (n, m)
+        # buffer, which beats the matmul form once that buffer leaves the cache.
+        integrand = 0.0
+        for term in terms:
+            factor = Xc - Yc[:, 0] if term.kind == "diff" else Y[:, 0]
+            integrand = integrand + term.coef * (factor * term.scale)
+        return xp.sum(integrand * w, axis=1, keepdims=True)
+    out = 0.0
+    for term in terms:
         if term.kind == "diff":
             # sum_j c_ij w_j (x_i - y_j) = x_i (C w)_i - (C (w y))_i, as one (m, d + 1) product.
             rhs = xp.concatenate([w[:, None], w[:, None] * Yc], axis=1)
