@@ -86,6 +86,9 @@ def _run_jax(op: str, method: str, p: Problem):
     if op in ("grad_sum", "gram_matvec") and n * m > reductions.TILED_MIN_PAIRS:
         # Matrix-free (and multi-device when there are several); pads to its own buckets.
         return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W)
+    if any(isinstance(a, jax.core.Tracer) for a in (p.X, p.Y, p.W)):
+        # Inside the caller's own jit or vmap the shapes are already fixed: no padding.
+        return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method)
     N, M = bucket(n), bucket(m)
     xp = jnp if p.is_jax else np
     X = _pad_rows(xp, p.X, N, True)

@@ -132,11 +132,16 @@ def gram(kernel, xp, X, Y):
 def jacobian(kernel, xp, X, Y):
     """J[i, j, a] = d k(x_i, y_j) / d x_ia: (n, m, d)."""
     # Differences need no centring: (x - c) - (y - c) is x - y.
-    out = xp.zeros((X.shape[0], Y.shape[0], X.shape[1]), X.dtype)
+    parts = []
     for term in tile(kernel, xp, X, Y, X, Y, need_value=False).terms:
         factor = X[:, None, :] - Y[None, :, :] if term.kind == "diff" else Y[None, :, :]
-        out = out + term.coef[:, :, None] * (factor * term.scale)
-    return out
+        parts.append(term.coef[:, :, None] * (factor * term.scale))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out + part
+    shape = (X.shape[0], Y.shape[0], X.shape[1])
+    # A Linear kernel's derivative y_j does not depend on i: give it its full shape.
+    return out if out.shape == shape else xp.broadcast_to(out, shape)
 
 
 def grad_sum(kernel, xp, X, Y, w):
