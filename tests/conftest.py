@@ -1,4 +1,4 @@
-"""Shared fixtures: strict JAX, a seeded generator and per-dtype tolerances.
+"""Shared fixtures: a guard on JAX's global config, strict rank promotion, a seeded generator.
 
 Nothing here turns on JAX's x64 mode globally. The library promises float64-accurate results
 for NumPy float64 inputs *without* it, so the suite runs with the default (x64 off) and an
@@ -17,27 +17,24 @@ from hypothesis import settings
 settings.register_profile("kernelgrad", max_examples=15, deadline=None, print_blob=True)
 settings.load_profile("kernelgrad")
 
-#: Relative and absolute tolerances for comparing two correct computations that round
-#: differently. float32 has 24 bits (6e-8 unit round-off); the derivatives here combine a few
-#: dozen operations on values of order one, and exp amplifies relative error by its argument.
-TOLERANCES = {
-    np.dtype(np.float32): {"rtol": 2e-4, "atol": 2e-5},
-    np.dtype(np.float64): {"rtol": 1e-10, "atol": 1e-12},
-}
-
-
-def tolerance(dtype) -> dict:
-    """``rtol``/``atol`` keyword arguments for ``np.testing.assert_allclose`` at ``dtype``."""
-    return TOLERANCES[np.dtype(dtype)]
-
 
 @pytest.fixture(autouse=True)
-def strict_jax():
-    """Raise on implicit rank promotion, and check the global x64 flag is left as found."""
+def x64_unchanged():
+    """Fail any test that leaves JAX's global x64 setting other than it found it."""
     before = jax.config.jax_enable_x64
+    yield
+    assert jax.config.jax_enable_x64 == before, "a test changed JAX's global x64 setting"
+
+
+@pytest.fixture
+def strict_rank_promotion():
+    """Run a test with ``jax_numpy_rank_promotion="raise"``, as a strict user would.
+
+    Opt-in rather than autouse: the library's own closed-form code broadcasts NumPy-style, so
+    whether it runs under a user's strict setting is checked by the tests that request this.
+    """
     with jax.numpy_rank_promotion("raise"):
         yield
-    assert jax.config.jax_enable_x64 == before, "a test changed JAX's global x64 setting"
 
 
 @pytest.fixture
