@@ -72,15 +72,6 @@ def _compiled(kernel, X, Y, W, *, op, method):
     return _namespace_call(op, method, kernel, jnp, X, Y, W)
 
 
-def _pad_rows(xp, A, rows: int, fill_first: bool):
-    """A padded to ``rows`` rows with copies of its first row (or with zeros)."""
-    extra = rows - A.shape[0]
-    if extra == 0:
-        return A
-    pad = xp.broadcast_to(A[:1] if fill_first else xp.zeros_like(A[:1]), (extra, *A.shape[1:]))
-    return xp.concatenate([A, pad], axis=0)
-
-
 def _run_jax(op: str, method: str, p: Problem):
     n, m = p.n, p.m
     if op in ("grad_sum", "gram_matvec") and n * m > reductions.TILED_MIN_PAIRS:
@@ -90,12 +81,12 @@ def _run_jax(op: str, method: str, p: Problem):
         # Inside the caller's own jit or vmap the shapes are already fixed: no padding.
         return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method)
     N, M = bucket(n), bucket(m)
-    xp = jnp if p.is_jax else np
-    X = _pad_rows(xp, p.X, N, True)
-    Y = X if p.same else _pad_rows(xp, p.Y, M, True)
-    W = None if p.W is None else _pad_rows(xp, p.W, M, False)
+    # Padding and slicing go through host memory where that avoids compiling per n.
+    X = reductions.pad_rows(p.X, N, True)
+    Y = X if p.same else reductions.pad_rows(p.Y, M, True)
+    W = None if p.W is None else reductions.pad_rows(p.W, M, False)
     out = _compiled(p.kernel, X, Y, W, op=op, method=method)
-    return out[:n, :m] if op in ("gram", "jacobian") else out[:n]
+    return reductions.crop(out, n, m) if op in ("gram", "jacobian") else reductions.crop(out, n)
 
 
 def run(op: str, method: str, p: Problem):

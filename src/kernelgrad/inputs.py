@@ -7,7 +7,7 @@ expected), never as a traceback from inside JAX.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,30 @@ class Problem:
         return self.X.dtype
 
 
+class KernelFacts(NamedTuple):
+    """What every call asks of a kernel, worked out once per kernel instance."""
+
+    closed_form: bool  # analytic rules exist (not a pair function)
+    ard_dims: int | None  # the d fixed by per-dimension lengthscales
+    traced: bool  # some hyperparameter is a JAX tracer (inside jax.grad over the kernel)
+
+
+def facts(k: AbstractKernel) -> KernelFacts:
+    """The kernel's :class:`KernelFacts`, memoised on the instance.
+
+    Kernels are immutable, so the answers never change. The memo is a plain attribute, not a
+    dataclass field: it is not part of the pytree, and a kernel rebuilt by a JAX
+    transformation simply works them out again. Asking afresh would cost more than the whole
+    of a small eager computation.
+    """
+    known = k.__dict__.get("_kernelgrad_facts")
+    if known is None:
+        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(k))
+        known = KernelFacts(k.has_closed_form, k.ard_dims, traced)
+        object.__setattr__(k, "_kernelgrad_facts", known)
+    return known
+
+
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {', '.join(map(repr, MODES))}.")
@@ -55,6 +79,9 @@ def check_mode(mode: str) -> None:
 
 def _as_float_array(name: str, value):
     """A real floating array (NumPy or JAX, as given); integers and bools are promoted."""
+    if type(value) is np.ndarray and value.dtype.kind == "f":
+        # The common case, checked first: isinstance against jax.Array costs a microsecond.
+        return value
     if isinstance(value, jax.core.Tracer):
         arr = value
     elif isinstance(value, jax.Array):
@@ -115,7 +142,7 @@ def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> 
             f"{tuple(np.shape(Y))} (d = {Y2.shape[1]}); expected Y of shape "
             f"(m, {X2.shape[1]})."
         )
-    ard = k.ard_dims
+    ard = facts(k).ard_dims
     if ard is not None and ard != X2.shape[1]:
         raise ValueError(
             f"The kernel has {ard} per-dimension lengthscales but the points have d = "
@@ -134,9 +161,9 @@ def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> 
         arrays.append(W)
     # Hyperparameters traced by jax.grad over the kernel make every output a tracer, so such a
     # problem must take the JAX path even when the points are NumPy arrays.
-    traced_kernel = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(k))
-    is_jax = traced_kernel or any(isinstance(a, jax.Array) for a in arrays)
-    dtype = np.result_type(*(a.dtype for a in arrays))
+    is_jax = facts(k).traced or any(type(a) is not np.ndarray for a in arrays)
+    dtypes = {a.dtype for a in arrays}
+    dtype = dtypes.pop() if len(dtypes) == 1 else np.result_type(*dtypes)
     if not is_jax:
         arrays = [a.astype(dtype, copy=False) for a in arrays]
     else:

@@ -36,6 +36,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from . import autodiff, rules
@@ -57,6 +58,10 @@ DEFAULT_BLOCKS = {"cpu": (512, 2048), "gpu": (1024, 8192)}
 #: costs more run time than an extra compile.
 BUCKETS_PER_OCTAVE = 32
 
+#: Slices of concrete JAX results up to this size go through host memory: a copy this
+#: small costs less than compiling a slice program for every new n.
+HOST_SLICE_MAX_BYTES = 1 << 24
+
 #: Blocks are rounded to a multiple of this many rows/columns (vector-register friendly).
 _ALIGN = 8
 
@@ -73,6 +78,54 @@ def bucket(n: int) -> int:
     """n rounded up to a multiple of 2^(floor(log2 n) - 5): at most 1/32 of padding."""
     step = 1 << max(int(n).bit_length() - BUCKETS_PER_OCTAVE.bit_length(), 0)
     return -(-n // step) * step
+
+
+def _single_device(A):
+    """The one device holding concrete JAX array ``A``, or None (tracer, or sharded)."""
+    if isinstance(A, jax.core.Tracer) or not isinstance(A, jax.Array):
+        return None
+    devices = A.devices()
+    return next(iter(devices)) if len(devices) == 1 else None
+
+
+def _to_device_like(host, A, device):
+    """``host`` on ``device``, committed there only if ``A`` was: jit keys on commitment,
+    so a mismatch would compile a second program for the same shapes."""
+    return jax.device_put(host, device if A.committed else None)
+
+
+def pad_rows(A, rows: int, copy_first: bool):
+    """``A`` padded along axis 0 to ``rows``, with copies of its first row (or zeros).
+
+    NumPy stays NumPy. A concrete JAX array on one device is padded in host memory and put
+    back on its device: an eager ``jnp.concatenate`` would compile a program for every new
+    shape, which a loop growing n one point at a time would pay on every call.
+    """
+    extra = rows - A.shape[0]
+    if extra == 0:
+        return A
+    device = _single_device(A)
+    if isinstance(A, np.ndarray) or device is not None:
+        host = np.asarray(A)
+        row = host[:1] if copy_first else np.zeros_like(host[:1])
+        padded = np.concatenate([host, np.broadcast_to(row, (extra, *host.shape[1:]))])
+        return padded if device is None else _to_device_like(padded, A, device)
+    row = A[:1] if copy_first else jnp.zeros_like(A[:1])
+    return jnp.concatenate([A, jnp.broadcast_to(row, (extra, *A.shape[1:]))], axis=0)
+
+
+def crop(A, n: int, m: int | None = None):
+    """``A[:n]`` (or ``A[:n, :m]``), through host memory for small concrete JAX arrays.
+
+    Like :func:`pad_rows`, this saves compiling one slice program per new n.
+    """
+    if A.shape[0] == n and (m is None or A.shape[1] == m):
+        return A
+    index = (slice(n),) if m is None else (slice(n), slice(m))
+    device = _single_device(A)
+    if device is None or A.nbytes > HOST_SLICE_MAX_BYTES:
+        return A[index]
+    return _to_device_like(np.ascontiguousarray(np.asarray(A)[index]), A, device)
 
 
 def _split(total: int, block: int) -> tuple[int, int]:
@@ -247,6 +300,8 @@ def compiled(kernel, X, Y, W, *, op, method, row_block=None, col_block=None):
 __all__ = [
     "TILED_MIN_PAIRS",
     "bucket",
+    "crop",
+    "pad_rows",
     "compiled",
     "default_blocks",
     "grad_sum",

@@ -19,6 +19,7 @@ one matrix product per term, much faster than reducing (n, m, d) differences.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -76,6 +77,21 @@ def squared_distance(xp, X, Y, weights):
     return xp.where(s > floor, s, 0.0)
 
 
+_FAMILIES = (
+    K.AbstractStationaryKernel,
+    K.AbstractDotProductKernel,
+    K.Sum,
+    K.Product,
+    K.Scaled,
+)
+
+
+@functools.cache
+def _family(cls: type) -> type | None:
+    """Which rule applies to a kernel class; cached, since isinstance on these ABCs is slow."""
+    return next((family for family in _FAMILIES if issubclass(cls, family)), None)
+
+
 def tile(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc, *, need_value: bool = True) -> Tile:
     """Closed-form values and derivative terms of ``kernel`` on X (n, d) against Y (m, d).
 
@@ -85,8 +101,9 @@ def tile(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc, *, need_value: bool = True)
     NumPy (XLA drops unused values by itself).
     """
     dtype = X.dtype
-    if isinstance(kernel, K.AbstractStationaryKernel):
-        cls = type(kernel)
+    cls = type(kernel)
+    family = _family(cls)
+    if family is K.AbstractStationaryKernel:
         inv_sq = cls.inverse_sq_scale(kernel, xp, dtype)
         params = cls.profile_params(kernel, xp, dtype)
         s = squared_distance(xp, Xc, Yc, inv_sq)
@@ -94,22 +111,21 @@ def tile(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc, *, need_value: bool = True)
         value = variance * cls.f(xp, s, params) if need_value else None
         coef = variance * cls.df(xp, s, params)
         return Tile(value, (Term(coef, "diff", 2.0 * inv_sq),))
-    if isinstance(kernel, K.AbstractDotProductKernel):
-        cls = type(kernel)
+    if family is K.AbstractDotProductKernel:
         t = matmul(xp, X, Y.T)
         one = xp.asarray(1.0, dtype=dtype)
         value = cls.g(kernel, xp, t, dtype) if need_value else None
         return Tile(value, (Term(cls.dg(kernel, xp, t, dtype), "y", one),))
-    if isinstance(kernel, K.Sum):
+    if family is K.Sum:
         a = tile(kernel.k1, xp, X, Y, Xc, Yc, need_value=need_value)
         b = tile(kernel.k2, xp, X, Y, Xc, Yc, need_value=need_value)
         return Tile(a.value + b.value if need_value else None, a.terms + b.terms)
-    if isinstance(kernel, K.Product):
+    if family is K.Product:
         a, b = tile(kernel.k1, xp, X, Y, Xc, Yc), tile(kernel.k2, xp, X, Y, Xc, Yc)
         terms = tuple(t._replace(coef=t.coef * b.value) for t in a.terms)
         terms += tuple(t._replace(coef=t.coef * a.value) for t in b.terms)
         return Tile(a.value * b.value, terms)
-    if isinstance(kernel, K.Scaled):
+    if family is K.Scaled:
         base = tile(kernel.base, xp, X, Y, Xc, Yc, need_value=need_value)
         c = xp.asarray(kernel.scale, dtype=dtype)
         value = c * base.value if need_value else None

@@ -50,14 +50,6 @@ def _sharded(kernel, X, Y, W, *, op, method, mesh, row_block=None, col_block=Non
     return fn(kernel, X, Y, W)
 
 
-def _pad_rows(A, rows: int, copy_first: bool):
-    extra = rows - A.shape[0]
-    if extra == 0:
-        return A
-    row = A[:1] if copy_first else jnp.zeros_like(A[:1])
-    return jnp.concatenate([A, jnp.broadcast_to(row, (extra, *A.shape[1:]))], axis=0)
-
-
 def _column_chunks(m: int, row_bytes: int, max_bytes: int) -> tuple[int, int]:
     """(count, size) of equal column chunks of at most ``max_bytes`` each."""
     per_chunk = max(1, max_bytes // max(row_bytes, 1))
@@ -98,17 +90,16 @@ def reduce(
     n, m = X.shape[0], Y.shape[0]
     devices = mesh.devices.size
     rows = -(-n // devices) * devices
-    X = jax.device_put(_pad_rows(jnp.asarray(X), rows, True), NamedSharding(mesh, P(AXIS)))
-    Y, W = jnp.asarray(Y), jnp.asarray(W)
+    X = jax.device_put(reductions.pad_rows(X, rows, True), NamedSharding(mesh, P(AXIS)))
     call = functools.partial(
         _sharded, op=op, method=method, mesh=mesh, row_block=row_block, col_block=col_block
     )
-    column_bytes = (Y[0].size + W[0].size) * Y.dtype.itemsize
+    column_bytes = (Y[0].size + W[0].size) * np.dtype(Y.dtype).itemsize
     count, size = _column_chunks(m, column_bytes, max_replicated_bytes)
     if count == 1:
         return call(kernel, X, Y, W)[:n]
-    Y = _pad_rows(Y, count * size, True)
-    W = _pad_rows(W, count * size, False)
+    Y = reductions.pad_rows(Y, count * size, True)
+    W = reductions.pad_rows(W, count * size, False)
     total = lost = None
     for c in range(count):
         part = call(kernel, X, Y[c * size : (c + 1) * size], W[c * size : (c + 1) * size])
@@ -129,12 +120,14 @@ def tiled(op: str, method: str, kernel, X, Y, W):
     device when there are several (and the inputs are concrete), else the one-device program.
     """
     n, m = X.shape[0], Y.shape[0]
-    X = _pad_rows(jnp.asarray(X), reductions.bucket(n), True)
-    Y = _pad_rows(jnp.asarray(Y), reductions.bucket(m), True)
-    W = _pad_rows(jnp.asarray(W), reductions.bucket(m), False)
+    X = reductions.pad_rows(X, reductions.bucket(n), True)
+    Y = reductions.pad_rows(Y, reductions.bucket(m), True)
+    W = reductions.pad_rows(W, reductions.bucket(m), False)
     if jax.device_count() > 1 and not isinstance(X, jax.core.Tracer):
-        return reduce(op, method, kernel, X, Y, W)[:n]
-    return reductions.compiled(kernel, X, Y, W, op=op, method=method)[:n]
+        out = reduce(op, method, kernel, X, Y, W)
+    else:
+        out = reductions.compiled(kernel, X, Y, W, op=op, method=method)
+    return reductions.crop(out, n)
 
 
 __all__ = ["AXIS", "REPLICATED_COLUMNS_MAX_BYTES", "reduce", "row_mesh", "tiled"]

@@ -21,7 +21,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import engine, memory
-from .inputs import MODES, Problem, check_mode, prepare
+from .inputs import MODES, Problem, check_mode, facts, prepare
 
 #: Above this many dimensions one reverse pass beats d forward passes for a weighted sum.
 FORWARD_MAX_DIMS_FOR_SUM = 2
@@ -29,7 +29,7 @@ FORWARD_MAX_DIMS_FOR_SUM = 2
 
 def _method(op: str, p: Problem, mode: str) -> str:
     check_mode(mode)
-    closed = p.kernel.has_closed_form
+    closed = facts(p.kernel).closed_form
     if mode == "closed" and not closed:
         raise ValueError(
             f"mode='closed' needs analytic rules, which {type(p.kernel).__name__} does not "

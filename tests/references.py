@@ -1,0 +1,115 @@
+"""Brute-force float64 references, computed independently of kernelgrad's transforms.
+
+Every reference here differentiates the kernel's own pair function ``k(x, y)`` with plain JAX
+AD under a *local* ``jax.enable_x64`` context, so the suite never turns x64 on globally. The
+library's transforms share none of this code: their closed forms live in ``rules.py`` and
+their AD paths in ``autodiff.py``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _f64(*arrays):
+    return [jnp.asarray(np.asarray(a, dtype=np.float64)) for a in arrays]
+
+
+def _pair_gram(kernel, X, Y):
+    return jax.vmap(lambda x: jax.vmap(lambda y: kernel(x, y))(Y))(X)
+
+
+def dense_gram(kernel, X, Y) -> np.ndarray:
+    """K[i, j] = k(x_i, y_j) in float64: (n, m)."""
+    with jax.enable_x64(True):
+        X, Y = _f64(X, Y)
+        return np.asarray(_pair_gram(kernel, X, Y))
+
+
+def dense_jacobian(kernel, X, Y, *, method: str = "fwd") -> np.ndarray:
+    """J[i, j, a] = dk(x_i, y_j)/dx_ia from the *full* Jacobian of the Gram matrix: (n, m, d).
+
+    ``jax.jacfwd`` or ``jax.jacrev`` of X -> K(X, Y) gives dK[i, j]/dX[p, a], an (n, m, n, d)
+    tensor whose entries with p != i are zero; the entries with p = i are the answer. This is
+    the forum's brute-force approach, kept to small n.
+    """
+    jac = {"fwd": jax.jacfwd, "rev": jax.jacrev}[method]
+    with jax.enable_x64(True):
+        X, Y = _f64(X, Y)
+        full = jac(lambda X_: _pair_gram(kernel, X_, Y))(X)  # (n, m, n, d)
+        rows = jnp.arange(X.shape[0])
+        # Two advanced indices split by a slice: the indexed axis comes first, giving (n, m, d).
+        return np.asarray(full[rows, :, rows, :])
+
+
+def pairwise_jacobian(kernel, X, Y) -> np.ndarray:
+    """J[i, j, a] by one scalar gradient per pair, in float64: (n, m, d), for larger n."""
+    with jax.enable_x64(True):
+        X, Y = _f64(X, Y)
+        pair_grad = jax.grad(kernel, argnums=0)
+        return np.asarray(jax.vmap(lambda x: jax.vmap(lambda y: pair_grad(x, y))(Y))(X))
+
+
+def rbf_closed_form(X, Y, weights, variance: float, lengthscale: float):
+    """RBF values, input Jacobian and weighted grad map written out in NumPy float64.
+
+    k(x, y) = v exp(-|x - y|^2 / (2 l^2)). By the chain rule,
+        dk/dx = v exp(-|x - y|^2 / (2 l^2)) * d/dx(-|x - y|^2 / (2 l^2))
+              = -v (x - y) / l^2 * exp(-|x - y|^2 / (2 l^2)),
+    so J[i, j] = -(x_i - y_j) K[i, j] / l^2 and G[i] = sum_j w_j J[i, j].
+
+    Returns:
+        (K (n, m), J (n, m, d), G (n, d)).
+    """
+    X = np.asarray(X, np.float64)
+    Y = np.asarray(Y, np.float64)
+    w = np.asarray(weights, np.float64)
+    diff = X[:, None, :] - Y[None, :, :]  # (n, m, d)
+    K = variance * np.exp(-np.sum(diff**2, axis=-1) / (2.0 * lengthscale**2))  # (n, m)
+    J = -diff / lengthscale**2 * K[:, :, None]  # (n, m, d)
+    G = np.einsum("ijd,j->id", J, w)  # (n, d)
+    return K, J, G
+
+
+def max_relative_error(actual, expected) -> float:
+    """max |actual - expected| / max |expected| (normwise; 0/0 counts as 0)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    if expected.size == 0:
+        return 0.0
+    scale = np.max(np.abs(expected))
+    err = np.max(np.abs(actual - expected))
+    return float(err / scale) if scale > 0 else float(err)
+
+
+#: Tolerances for comparing a result with a float64 reference, per dtype of the result. float32
+#: has a unit round-off of 6e-8; the quantities here chain a few dozen operations on values of
+#: order one, and exp turns an absolute error in its argument into a relative error of the
+#: result. float64 results must match to near round-off.
+TOLERANCES = {
+    np.dtype(np.float32): {"rtol": 1e-4, "atol": 1e-5},
+    np.dtype(np.float64): {"rtol": 1e-10, "atol": 1e-12},
+}
+
+
+def assert_close(actual, expected, dtype=None, *, err_msg: str = "") -> None:
+    """Elementwise |actual - expected| <= atol * max(1, max|expected|) + rtol * |expected|.
+
+    Tolerances come from :data:`TOLERANCES` for ``dtype`` (default: the dtype of ``actual``).
+    The absolute part scales with the largest reference entry, so that entries which cancel
+    to near zero are judged against the size of the terms that produced them.
+    """
+    dtype = np.dtype(dtype if dtype is not None else np.asarray(actual).dtype)
+    tol = TOLERANCES[dtype]
+    expected = np.asarray(expected, np.float64)
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64),
+        expected,
+        rtol=tol["rtol"],
+        atol=tol["atol"] * scale,
+        err_msg=err_msg,
+    )
