@@ -24,3 +24,8 @@ from .transforms import grad_sum
 from .transforms import gram_matvec
 
 __version__ = "0.1.0"
+
+# The persistent compilation cache is on by default; KERNELGRAD_NO_COMPILE_CACHE=1 turns it off.
+from . import compile_cache as _compile_cache
+
+_compile_cache.enable_default()

@@ -49,8 +49,8 @@ TILED_MIN_PAIRS = 2048 * 2048
 
 #: Default block shape (rows, columns) per platform. A tile's working set is a few
 #: rows x cols buffers; on the CPU, 512 x 2048 float64 (8 MB) keeps it near cache, and
-#: each step is long enough to hide the loop's overhead. GPUs want wide tiles to fill the
-#: device, so their column block covers a million columns per step.
+#: each step is long enough to hide the loop's overhead. GPUs want bigger tiles to fill the
+#: device: 1024 x 8192 is 8M pairs per step (``benchmarks/gpu_scale.py`` sweeps others).
 DEFAULT_BLOCKS = {"cpu": (512, 2048), "gpu": (1024, 8192)}
 
 #: Tiled programs are compiled for sizes rounded up to one of this many steps per octave

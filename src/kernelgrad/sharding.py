@@ -11,8 +11,11 @@ When that exceeds :data:`REPLICATED_COLUMNS_MAX_BYTES`, Y is streamed instead: t
 are cut into equal chunks, each chunk is one sharded call, and the chunks' results are added
 with compensated (Kahan) summation. Both reductions are sums over columns, so this is exact.
 
-Multi-host runs work the same way once ``jax.distributed.initialize()`` has run in every
-process: :func:`row_mesh` then spans every device of every host (see ``docs/scale.md``).
+The engine's automatic path (:func:`tiled`) uses the devices of this process only, so that
+its result is an ordinary local array. Multi-host runs call :func:`reduce` in every process,
+after ``jax.distributed.initialize()``, with the same X, Y and W: its default mesh
+(:func:`row_mesh`) then spans every device of every host, each host computes its share of
+the rows, and every process gets all n rows back (see ``docs/scale.md``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -36,7 +40,8 @@ REPLICATED_COLUMNS_MAX_BYTES = 1 << 30
 
 
 def row_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over ``devices`` (default: every device of the default backend)."""
+    """A 1-D mesh over ``devices`` (default: every device of the default backend, on every
+    host once ``jax.distributed.initialize()`` has run)."""
     devices = jax.devices() if devices is None else list(devices)
     return Mesh(np.asarray(devices), (AXIS,))
 
@@ -55,6 +60,17 @@ def _column_chunks(m: int, row_bytes: int, max_bytes: int) -> tuple[int, int]:
     per_chunk = max(1, max_bytes // max(row_bytes, 1))
     count = -(-m // per_chunk)
     return count, -(-m // count)
+
+
+def _first_rows(out, n: int):
+    """Rows [:n] of a row-sharded result, as a local array on every process.
+
+    A mesh spanning several hosts gives a global array that no process can slice alone:
+    gather it (O(n p) bytes, small next to the O(n m) work) so every process gets all rows.
+    """
+    if out.is_fully_addressable:
+        return out[:n]
+    return multihost_utils.process_allgather(out, tiled=True)[:n]
 
 
 def reduce(
@@ -91,13 +107,15 @@ def reduce(
     devices = mesh.devices.size
     rows = -(-n // devices) * devices
     X = jax.device_put(reductions.pad_rows(X, rows, True), NamedSharding(mesh, P(AXIS)))
+    # Explicitly replicated: a mesh over several hosts accepts only placed (global) arrays.
+    Y, W = jax.device_put((Y, W), NamedSharding(mesh, P()))
     call = functools.partial(
         _sharded, op=op, method=method, mesh=mesh, row_block=row_block, col_block=col_block
     )
     column_bytes = (Y[0].size + W[0].size) * np.dtype(Y.dtype).itemsize
     count, size = _column_chunks(m, column_bytes, max_replicated_bytes)
     if count == 1:
-        return call(kernel, X, Y, W)[:n]
+        return _first_rows(call(kernel, X, Y, W), n)
     Y = reductions.pad_rows(Y, count * size, True)
     W = reductions.pad_rows(W, count * size, False)
     total = lost = None
@@ -110,21 +128,22 @@ def reduce(
         part = part - lost
         new_total = total + part
         total, lost = new_total, (new_total - total) - part
-    return (total - lost)[:n]
+    return _first_rows(total - lost, n)
 
 
 def tiled(op: str, method: str, kernel, X, Y, W):
     """The engine's entry for large reductions: (n, p) for X of n rows.
 
-    Pads n and m to :func:`kernelgrad.reductions.bucket` sizes, then runs sharded over every
-    device when there are several (and the inputs are concrete), else the one-device program.
+    Pads n and m to :func:`kernelgrad.reductions.bucket` sizes, then runs sharded over the
+    devices of this process when there are several (and the inputs are concrete), else the
+    one-device program.
     """
     n, m = X.shape[0], Y.shape[0]
     X = reductions.pad_rows(X, reductions.bucket(n), True)
     Y = reductions.pad_rows(Y, reductions.bucket(m), True)
     W = reductions.pad_rows(W, reductions.bucket(m), False)
-    if jax.device_count() > 1 and not isinstance(X, jax.core.Tracer):
-        out = reduce(op, method, kernel, X, Y, W)
+    if jax.local_device_count() > 1 and not isinstance(X, jax.core.Tracer):
+        out = reduce(op, method, kernel, X, Y, W, mesh=row_mesh(jax.local_devices()))
     else:
         out = reductions.compiled(kernel, X, Y, W, op=op, method=method)
     return reductions.crop(out, n)
