@@ -94,19 +94,18 @@ def _as_float_array(name: str, value):
     kind = arr.dtype.kind
     if kind == "c":
         raise TypeError(f"{name} is complex ({arr.dtype}); kernelgrad needs real inputs.")
-    if kind in "biu":
-        if isinstance(arr, np.ndarray):
-            return arr.astype(np.float64)
-        return arr.astype(jax.dtypes.canonicalize_dtype(np.float64))
-    if kind != "f":
+    if kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}.")
+    # Integers and bools are returned as they are: :func:`prepare` promotes them to the float
+    # dtype of the other inputs, so integer weights never widen float32 points to float64.
     return arr
 
 
 def _points(name: str, value, *, single: bool = False):
     """Coerce points to 2-D. Returns (array, was_1d_convention)."""
     arr = _as_float_array(name, value)
-    low, what = (0, "(d,) or a scalar") if single else (1, "(n, d) or (n,)")
+    rows = "m" if name == "Y" else "n"
+    low, what = (0, "(d,) or a scalar") if single else (1, f"({rows}, d) or ({rows},)")
     if arr.ndim == low:
         return arr.reshape((*arr.shape, 1)) if not single else arr.reshape(1, 1), True
     if arr.ndim == low + 1:
@@ -142,6 +141,11 @@ def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> 
             f"{tuple(np.shape(Y))} (d = {Y2.shape[1]}); expected Y of shape "
             f"(m, {X2.shape[1]})."
         )
+    if X2.shape[1] == 0:
+        raise ValueError(
+            f"{xname} has shape {tuple(np.shape(X))}: points with d = 0 coordinates; expected "
+            f"{'(d,) with d >= 1 or a scalar' if single else '(n, d) with d >= 1, or (n,)'}."
+        )
     ard = facts(k).ard_dims
     if ard is not None and ard != X2.shape[1]:
         raise ValueError(
@@ -162,7 +166,8 @@ def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> 
     # Hyperparameters traced by jax.grad over the kernel make every output a tracer, so such a
     # problem must take the JAX path even when the points are NumPy arrays.
     is_jax = facts(k).traced or any(type(a) is not np.ndarray for a in arrays)
-    dtypes = {a.dtype for a in arrays}
+    # Integer inputs take the float dtype of the float ones (float64 when none is float).
+    dtypes = {a.dtype for a in arrays if a.dtype.kind == "f"} or {np.dtype(np.float64)}
     dtype = dtypes.pop() if len(dtypes) == 1 else np.result_type(*dtypes)
     if not is_jax:
         arrays = [a.astype(dtype, copy=False) for a in arrays]

@@ -58,6 +58,24 @@ def _positive(name: str, value: Any, *, vector: bool = False) -> np.ndarray:
     return arr
 
 
+def _check_pair(kernel, x, y) -> None:
+    """Raise a ValueError, in the caller's terms, for points that do not fit one another or
+    the kernel's per-dimension lengthscales (shapes are static, so this also runs traced)."""
+    xs, ys = jnp.shape(x), jnp.shape(y)
+    ard = kernel.ard_dims
+    if len(xs) > 1 or len(ys) > 1 or (xs and ys and xs != ys):
+        raise ValueError(
+            f"{type(kernel).__name__} takes one pair of points of shape (d,); got x of shape "
+            f"{xs} and y of shape {ys}. Use kernelgrad.gram for many points."
+        )
+    d = (xs or ys or (1,))[0]
+    if ard is not None and d != ard:
+        raise ValueError(
+            f"{type(kernel).__name__} has {ard} per-dimension lengthscales but the points have "
+            f"shape {xs or ys}; expected points of shape ({ard},)."
+        )
+
+
 class AbstractKernel(eqx.Module):
     """A covariance function k(x, y) on points of shape (d,)."""
 
@@ -138,6 +156,7 @@ class AbstractStationaryKernel(AbstractKernel):
 
     def __call__(self, x, y):
         x, y = jnp.asarray(x), jnp.asarray(y)
+        _check_pair(self, x, y)
         dtype = jnp.result_type(x, y)
         diff = x - y
         s = jnp.sum(diff * diff * self.inverse_sq_scale(jnp, dtype))
@@ -389,6 +408,7 @@ class AbstractDotProductKernel(AbstractKernel):
 
     def __call__(self, x, y):
         x, y = jnp.asarray(x), jnp.asarray(y)
+        _check_pair(self, x, y)
         return self.g(jnp, jnp.dot(x, y), jnp.result_type(x, y))
 
 
@@ -417,7 +437,11 @@ class Polynomial(AbstractDotProductKernel):
     degree: int = eqx.field(static=True)
 
     def __init__(self, degree=2, offset=1.0):
-        if isinstance(degree, bool) or not float(degree).is_integer() or degree < 0:
+        try:
+            valid = not isinstance(degree, bool) and float(degree).is_integer() and degree >= 0
+        except (TypeError, ValueError):  # a string, an array of several values, ...
+            valid = False
+        if not valid:
             raise ValueError(f"degree must be a non-negative integer, got {degree!r}.")
         self.degree = int(degree)
         if isinstance(offset, jax.core.Tracer):
