@@ -1,0 +1,399 @@
+"""Runs the bench: the forum replica and the sweep, measured the same way for every peer.
+
+For each case and peer:
+
+* **skip first** if the peer's memory estimate exceeds the memory budget (``vmap(jacrev)``
+  holds n^3 numbers: 8 GB at n = 1000 in float64), or if the time predicted from the previous
+  n exceeds the time budget. The reason is recorded and printed; nothing that would exhaust
+  the machine is ever started.
+* **new-n call**: the first call at this n in this (warm) process, which for JAX includes
+  tracing and compiling a program for the new shape.
+* **accuracy**: max |out - ref| / max |ref| against the float64 reference, compared with
+  :func:`error_bound`.
+* **steady state**: the median of repeated calls, each returning a finished result.
+* **peak memory**: as the peer can measure it (see :mod:`kernelgrad.bench.peers`), after the
+  timed calls, so that measuring it (XLA compiles to report its buffers) never warms a cache
+  that the timed calls would otherwise have paid for.
+
+First calls in the replica come from fresh processes (:mod:`kernelgrad.bench.firstcall`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import jax
+import numpy as np
+
+from . import peers as P
+
+GIB = 1 << 30
+
+REPLICA_NOTE = (
+    "The replica runs the forum's kernel as posted, bug kept: X + X2' where the squares "
+    "X.^2 + X2'.^2 are meant, so it is not the RBF kernel (the sweep uses the correct RBF)."
+)
+
+
+def default_mem_budget() -> int:
+    """2 GiB, or a quarter of the memory free now if that is less: a skipped peer is a result,
+    a machine that swaps or kills processes is not."""
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return 2 * GIB
+    return min(2 * GIB, free // 4)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run and how long to spend on it."""
+
+    ns: tuple[int, ...] = (100, 300, 1000, 3000)
+    ds: tuple[int, ...] = (1, 3)
+    ops: tuple[str, ...] = P.OPS
+    peers: tuple[str, ...] = P.DEFAULT_PEERS
+    dtype: str = "float64"
+    device: str = "cpu"
+    replica: bool = True
+    replica_n: int = 100
+    #: Replica peers whose first calls run in fresh processes; None means all of them.
+    fresh_peers: tuple[str, ...] | None = None
+    mem_budget_bytes: int = field(default_factory=default_mem_budget)
+    #: Skip a case whose timed calls are predicted to take longer than this, in seconds.
+    time_budget_s: float = 5.0
+    #: Keep repeating a call until this much time is spent (or max_repeats).
+    target_s: float = 0.1
+    min_repeats: int = 3
+    max_repeats: int = 300
+    fresh_timeout_s: float = 120.0
+
+
+def quick_config(**changes) -> BenchConfig:
+    """The ``--quick`` run (under 30 s): the replica, n = 100 and 300, short timing loops.
+
+    Fresh torch processes are left out: importing torch alone costs seconds.
+    """
+    base = BenchConfig(
+        ns=(100, 300),
+        fresh_peers=("forum-jacfwd", "forum-jacrev", "kernelgrad", "kernelgrad-jax"),
+        time_budget_s=1.0,
+        target_s=0.01,
+        max_repeats=20,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def error_bound(dtype: str, n: int) -> float:
+    """The largest max |out - ref| / max |ref| that counts as correct: 16 n eps.
+
+    An output is one kernel value, or a sum over at most n points of terms that each carry a
+    few roundings. Summing n terms in floating point is off by at most (n - 1) eps sum |terms|
+    (Higham, *Accuracy and Stability of Numerical Algorithms*, section 4.2), and for the grad
+    map on these points sum |terms| stays within a small factor of max |ref| (the outermost
+    point's terms all share one sign). 16 n eps covers both, with room for the expanded
+    ``|x|^2 + |y|^2 - 2 x.y`` form (about 12 eps in a kernel value for |x| <= sqrt(3)).
+    """
+    return 16 * n * float(np.finfo(dtype).eps)
+
+
+@dataclass
+class Result:
+    """One peer on one case. Times in seconds, memory in bytes; None where not measured."""
+
+    section: str  # "replica" or "sweep"
+    peer: str
+    op: str
+    n: int
+    d: int
+    status: str = "ok"  # "ok", "skipped" or "failed"
+    reason: str | None = None
+    steady_s: float | None = None
+    repeats: int = 0
+    new_n_call_s: float | None = None
+    first_call_s: float | None = None  # fresh process
+    fresh_second_call_s: float | None = None  # the call after it, in that process
+    max_rel_err: float | None = None
+    within_bound: bool | None = None
+    peak_bytes: int | None = None
+    peak_method: str | None = None
+    path: str | None = None  # how kernelgrad ran it: eager NumPy, one XLA program, tiled
+    ratio_to_kernelgrad: float | None = None
+
+
+@dataclass
+class BenchResults:
+    config: BenchConfig
+    results: list[Result] = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    fresh_errors: dict = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def section(self, name: str) -> list[Result]:
+        return [r for r in self.results if r.section == name]
+
+    def find(self, section: str, peer: str, op: str, n: int, d: int) -> Result | None:
+        for r in self.results:
+            if (r.section, r.peer, r.op, r.n, r.d) == (section, peer, op, n, d):
+                return r
+        return None
+
+    def to_json(self, command: list[str] | None = None) -> dict:
+        bounds = sorted({r.n for r in self.results})
+        return {
+            "schema": "kernelgrad-bench/1",
+            "command": command,
+            "dtype": self.config.dtype,
+            "device": self.config.device,
+            "config": dataclasses.asdict(self.config),
+            "machine": self.machine,
+            "versions": self.versions,
+            "peers": {p.name: p.label for p in P.all_peers() if p.name in self.config.peers},
+            "replica_note": REPLICA_NOTE,
+            "error_bound": {str(n): error_bound(self.config.dtype, n) for n in bounds},
+            "fresh_errors": self.fresh_errors,
+            "elapsed_s": self.elapsed_s,
+            "replica": [dataclasses.asdict(r) for r in self.section("replica")],
+            "sweep": [dataclasses.asdict(r) for r in self.section("sweep")],
+        }
+
+
+def gpu_available() -> bool:
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if "model name" in ln), cpu)
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax_backend": jax.default_backend(),
+    }
+    if gpu_available():
+        info["gpu"] = str(jax.devices("gpu")[0].device_kind)
+    return info
+
+
+def versions() -> dict:
+    out = {}
+    for name in ("jax", "jaxlib", "numpy", "torch", "kernelgrad", "rich", "matplotlib"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def replica_peers(config: BenchConfig) -> list[str]:
+    """The replica's columns among the chosen peers (the NumPy closed form is RBF-only)."""
+    return [p for p in config.peers if p != "numpy"]
+
+
+def plan(config: BenchConfig) -> list[tuple[str, P.Case]]:
+    """Every (peer, case) the run measures, in order; fresh-process steps have op "first-call"."""
+    steps = []
+    if config.replica:
+        n, dtype, device = config.replica_n, config.dtype, config.device
+        for peer in replica_peers(config):
+            steps.append((peer, P.Case("first-call", n, 1, dtype, "forum", device)))
+        for op in P.OPS:
+            for peer in replica_peers(config):
+                steps.append((peer, P.Case(op, n, 1, dtype, "forum", device)))
+    for d in config.ds:
+        for op in config.ops:
+            for n in config.ns:
+                for peer in config.peers:
+                    steps.append((peer, P.Case(op, n, d, config.dtype, "rbf", config.device)))
+    return steps
+
+
+def run(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> BenchResults:
+    """Run everything in :func:`plan`; ``on_step(description)`` is called before each step."""
+    start = time.perf_counter()
+    out = BenchResults(config, machine=machine_info(), versions=versions())
+    fresh: dict[str, dict] = {}
+    refs: dict[P.Case, np.ndarray] = {}
+    for peer_name, case in plan(config):
+        section = "replica" if case.kernel == "forum" else "sweep"
+        if on_step:
+            on_step(f"{section}: {peer_name} {case.op} n={case.n} d={case.d}")
+        peer = P.get_peer(peer_name)
+        if case.op == "first-call":
+            fresh[peer_name] = fresh_first_calls(peer, case.n, config)
+            if "error" in fresh[peer_name]:
+                out.fresh_errors[peer_name] = fresh[peer_name]["error"]
+            continue
+        X = P.points(case)
+        key = dataclasses.replace(case, dtype="float64", device="cpu")
+        if key not in refs:
+            refs[key] = P.reference(case, X)
+        result = Result(section, peer_name, case.op, case.n, case.d)
+        _measure(result, peer, case, X, refs[key], config, out)
+        if section == "replica":
+            calls = fresh.get(peer_name, {}).get(case.op, {})
+            result.first_call_s = calls.get("first")
+            result.fresh_second_call_s = calls.get("second")
+        out.results.append(result)
+    _ratios(out)
+    out.elapsed_s = time.perf_counter() - start
+    return out
+
+
+def _measure(r: Result, peer, case, X, ref, config: BenchConfig, done: BenchResults) -> None:
+    def skip(reason):
+        r.status, r.reason = "skipped", reason
+
+    why = peer.unavailable(case.device)
+    if why:
+        return skip(why)
+    estimate = peer.estimate_bytes(case)
+    if estimate > config.mem_budget_bytes:
+        return skip(
+            f"needs ~{_gib(estimate)} GiB{' (n^3 intermediates)' if peer.cubic else ''}, "
+            f"over the {_gib(config.mem_budget_bytes)} GiB memory budget"
+        )
+    predicted = _predict_seconds(r, peer, done)
+    if predicted is not None and predicted * (config.min_repeats + 1) > config.time_budget_s:
+        return skip(
+            f"predicted {predicted:.2g} s a call from n={_previous_n(r, done)}, over the "
+            f"{config.time_budget_s:g} s time budget"
+        )
+    r.path = peer.path(case)
+    try:
+        with peer.context(case):
+            call = peer.prepare(case, X)
+            t0 = time.perf_counter()
+            value = call()
+            r.new_n_call_s = time.perf_counter() - t0
+            r.max_rel_err = max_rel_err(peer.to_numpy(value), ref)
+            r.within_bound = r.max_rel_err <= error_bound(case.dtype, case.n)
+            del value
+            r.steady_s, r.repeats = _steady(call, config, first=r.new_n_call_s)
+    except Exception as err:  # a peer failing is a result to report, not a reason to stop
+        r.status, r.reason = "failed", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        return None
+    try:
+        with peer.context(case):
+            r.peak_bytes, r.peak_method = peer.measured_bytes(case, X, call)
+    except Exception as err:  # memory is reported where it can be measured, and only there
+        r.peak_bytes, r.peak_method = None, f"not measured ({type(err).__name__})"
+    if r.peak_bytes is None:
+        r.peak_bytes, r.peak_method = estimate, "estimate"
+    return None
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / GIB:.1f}"
+
+
+def _same_series(r: Result, done: BenchResults) -> list[Result]:
+    return [
+        x
+        for x in done.results
+        if (x.section, x.peer, x.op, x.d) == (r.section, r.peer, r.op, r.d)
+        and x.n < r.n
+        and x.steady_s is not None
+    ]
+
+
+def _previous_n(r: Result, done: BenchResults) -> int | None:
+    prev = _same_series(r, done)
+    return max(x.n for x in prev) if prev else None
+
+
+def _predict_seconds(r: Result, peer, done: BenchResults) -> float | None:
+    """Time per call at r.n, extrapolated from the same peer at the largest smaller n."""
+    prev = _same_series(r, done)
+    if not prev:
+        return None
+    last = max(prev, key=lambda x: x.n)
+    power = 3 if peer.cubic and r.op == "grad_map" else 2
+    return last.steady_s * (r.n / last.n) ** power
+
+
+def _steady(call, config: BenchConfig, first: float) -> tuple[float, int]:
+    """Median of repeated calls: at least min_repeats, then until target_s is spent."""
+    times: list[float] = []
+    budget_left = config.time_budget_s - first
+    while len(times) < config.max_repeats:
+        spent = sum(times)
+        if len(times) >= config.min_repeats and spent >= config.target_s:
+            break
+        if times and spent + statistics.median(times) > budget_left:
+            break
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), len(times)
+
+
+def max_rel_err(out, ref: np.ndarray) -> float:
+    """max |out - ref| / max |ref|, with out reshaped to the reference's shape."""
+    out = np.asarray(out, dtype=np.float64)
+    if out.size != ref.size:
+        raise ValueError(f"output has shape {out.shape}, expected {ref.shape}")
+    scale = float(np.max(np.abs(ref))) or 1.0
+    return float(np.max(np.abs(out.reshape(ref.shape) - ref))) / scale
+
+
+def _ratios(out: BenchResults) -> None:
+    for r in out.results:
+        base = out.find(r.section, "kernelgrad", r.op, r.n, r.d)
+        if r.steady_s is not None and base is not None and base.steady_s:
+            r.ratio_to_kernelgrad = r.steady_s / base.steady_s
+
+
+def fresh_first_calls(peer, n: int, config: BenchConfig) -> dict:
+    """The forum's script for one peer in a new Python process: {op: {"first", "second"}}.
+
+    Returns ``{"error": message}`` when the process fails, times out or is not run.
+    """
+    why = peer.unavailable(config.device)
+    if why:
+        return {"error": why}
+    if config.fresh_peers is not None and peer.name not in config.fresh_peers:
+        return {"error": "not run with --quick (a fresh process must import torch: seconds)"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "kernelgrad.bench.firstcall",
+        peer.name,
+        str(n),
+        config.dtype,
+        config.device,
+    ]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=config.fresh_timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {config.fresh_timeout_s:.0f} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {proc.returncode}: {tail[:200]}"}
+    return json.loads(lines[-1])
