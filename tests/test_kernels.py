@@ -1,0 +1,305 @@
+"""Kernels: construction errors, the documented formulas, composition and pair functions.
+
+Every expected value here is the kernel's formula written out in NumPy float64 from the
+docstrings and README (scikit-learn / GPyTorch conventions), never a number copied from a run.
+Each kernel is checked three ways: its own pair call ``k(x, y)``, the closed-form Gram matrix
+(eager NumPy rules) and the AD Gram matrix (``mode="forward"``, batched pair calls in JAX).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from kernel_table import BY_ID, CASES, sample_points, select
+from references import assert_close
+
+import kernelgrad as kg
+
+# --------------------------------------------------------------------------- construction
+
+
+BAD_BUILDS = {
+    "rbf_lengthscale_zero": (lambda: kg.RBF(lengthscale=0.0), "lengthscale"),
+    "rbf_lengthscale_negative": (lambda: kg.RBF(lengthscale=-1.0), "lengthscale"),
+    "rbf_lengthscale_nan": (lambda: kg.RBF(lengthscale=np.nan), "lengthscale"),
+    "rbf_lengthscale_inf": (lambda: kg.RBF(lengthscale=np.inf), "lengthscale"),
+    "ard_one_negative": (lambda: kg.Matern52(lengthscale=[1.0, -0.5, 2.0]), "lengthscale"),
+    "ard_matrix": (lambda: kg.RBF(lengthscale=np.ones((2, 2))), "lengthscale"),
+    "ard_empty": (lambda: kg.RBF(lengthscale=[]), "lengthscale"),
+    "variance_zero": (lambda: kg.Matern32(variance=0.0), "variance"),
+    "variance_negative": (lambda: kg.Matern12(variance=-2.0), "variance"),
+    "variance_jax_negative": (lambda: kg.RBF(variance=jnp.array(-1.0)), "variance"),
+    "linear_variance_zero": (lambda: kg.Linear(variance=0.0), "variance"),
+    "rq_alpha_zero": (lambda: kg.RationalQuadratic(alpha=0.0), "alpha"),
+    "period_zero": (lambda: kg.Periodic(period=0.0), "period"),
+    "period_negative": (lambda: kg.Periodic(period=-1.0), "period"),
+    "periodic_ard": (lambda: kg.Periodic(lengthscale=[1.0, 2.0]), "lengthscale"),
+    "degree_fractional": (lambda: kg.Polynomial(degree=1.5), "degree"),
+    "degree_negative": (lambda: kg.Polynomial(degree=-1), "degree"),
+    "degree_bool": (lambda: kg.Polynomial(degree=True), "degree"),
+    "degree_nan": (lambda: kg.Polynomial(degree=float("nan")), "degree"),
+    "degree_string": (lambda: kg.Polynomial(degree="2"), "degree"),
+    "degree_vector": (lambda: kg.Polynomial(degree=np.array([2, 3])), "degree"),
+    "offset_negative": (lambda: kg.Polynomial(degree=2, offset=-1.0), "offset"),
+    "scale_zero": (lambda: 0.0 * kg.RBF(), "scale"),
+    "scale_negative": (lambda: kg.RBF() * -2.0, "scale"),
+    "sum_of_mismatched_ard": (
+        lambda: kg.RBF(lengthscale=[1.0, 2.0]) + kg.Matern32(lengthscale=[1.0, 2.0, 3.0]),
+        "ARD",
+    ),
+    "product_of_mismatched_ard": (
+        lambda: kg.RBF(lengthscale=[1.0, 2.0]) * kg.RBF(lengthscale=[1.0, 2.0, 3.0]),
+        "ARD",
+    ),
+}
+
+
+@pytest.mark.parametrize("build, name", BAD_BUILDS.values(), ids=list(BAD_BUILDS))
+def test_invalid_hyperparameters_raise_value_error_at_build(build, name):
+    with pytest.raises(ValueError, match=name):
+        build()
+
+
+@pytest.mark.parametrize("degree", [0, 1, 3, 2.0, np.int64(4)])
+def test_integral_degrees_are_accepted_and_stored_as_int(degree):
+    k = kg.Polynomial(degree=degree, offset=0.0)
+    assert k.degree == int(degree) and type(k.degree) is int
+
+
+def test_ard_lengthscale_of_the_wrong_length_is_refused_at_call():
+    k = kg.RBF(lengthscale=[1.0, 2.0])
+    x3 = np.zeros(3)
+    with pytest.raises(ValueError, match=r"2 per-dimension lengthscales.*\(3,\)"):
+        k(x3, x3)
+    with pytest.raises(ValueError, match=r"2 per-dimension lengthscales"):
+        kg.gram(k, np.zeros((4, 3)))
+    # The same kernel inside a composite is checked the same way.
+    with pytest.raises(ValueError, match=r"2 per-dimension lengthscales"):
+        (kg.Linear() + k)(x3, x3)
+    with pytest.raises(ValueError, match=r"2 per-dimension lengthscales"):
+        kg.grad_sum(2.0 * k, np.zeros((4, 3)), mode="forward")
+
+
+def test_a_pair_call_on_mismatched_points_is_a_value_error():
+    with pytest.raises(ValueError, match=r"\(3,\).*\(2,\)"):
+        kg.Matern52()(np.zeros(3), np.zeros(2))
+    with pytest.raises(ValueError, match=r"one pair of points"):
+        kg.Linear()(np.zeros((4, 2)), np.zeros((4, 2)))
+
+
+def test_kernel_of_a_non_callable_is_a_type_error():
+    with pytest.raises(TypeError, match="callable"):
+        kg.kernel(3.0)
+
+
+# --------------------------------------------------------------------------- pytrees
+
+
+def test_kernels_are_immutable_pytrees_with_array_leaves():
+    k = 0.5 * (kg.RBF(variance=2.0, lengthscale=[1.0, 3.0]) * kg.Periodic(period=2.0))
+    leaves = jax.tree.leaves(k)
+    # scale; RBF variance, lengthscale; Periodic variance, lengthscale, period.
+    assert len(leaves) == 6
+    assert all(isinstance(leaf, np.ndarray | jax.Array) for leaf in leaves)
+    with pytest.raises((dataclasses.FrozenInstanceError, AttributeError)):
+        k.scale = 2.0
+    # Polynomial's degree is structure, not a differentiable leaf.
+    assert len(jax.tree.leaves(kg.Polynomial(degree=3, offset=0.5))) == 1
+
+
+# --------------------------------------------------------------------------- formulas
+
+
+def _r(x, y, lengthscale=1.0):
+    return math.sqrt(float(np.sum(((x - y) / lengthscale) ** 2)))
+
+
+# (kernel, formula(x, y) in float64): the documented conventions, written out.
+FORMULAS = {
+    "rbf": (
+        kg.RBF(variance=1.7, lengthscale=0.9),
+        lambda x, y: 1.7 * math.exp(-(_r(x, y) ** 2) / (2 * 0.9**2)),
+    ),
+    "rbf_ard": (
+        kg.RBF(variance=1.1, lengthscale=[0.7, 1.3, 2.1]),
+        lambda x, y: 1.1 * math.exp(-0.5 * _r(x, y, np.array([0.7, 1.3, 2.1])) ** 2),
+    ),
+    "matern12": (
+        kg.Matern12(variance=1.2, lengthscale=1.1),
+        lambda x, y: 1.2 * math.exp(-_r(x, y) / 1.1),
+    ),
+    "matern32": (
+        kg.Matern32(variance=0.8, lengthscale=1.4),
+        lambda x, y: (
+            0.8 * (1 + math.sqrt(3) * _r(x, y) / 1.4) * math.exp(-math.sqrt(3) * _r(x, y) / 1.4)
+        ),
+    ),
+    "matern52": (
+        kg.Matern52(variance=1.5, lengthscale=0.6),
+        lambda x, y: (
+            1.5
+            * (1 + math.sqrt(5) * _r(x, y) / 0.6 + 5 * _r(x, y) ** 2 / (3 * 0.6**2))
+            * math.exp(-math.sqrt(5) * _r(x, y) / 0.6)
+        ),
+    ),
+    "matern52_ard": (
+        kg.Matern52(variance=0.7, lengthscale=[0.7, 1.3, 2.1]),
+        lambda x, y: (
+            0.7
+            * (
+                1
+                + math.sqrt(5) * _r(x, y, np.array([0.7, 1.3, 2.1]))
+                + 5 * _r(x, y, np.array([0.7, 1.3, 2.1])) ** 2 / 3
+            )
+            * math.exp(-math.sqrt(5) * _r(x, y, np.array([0.7, 1.3, 2.1])))
+        ),
+    ),
+    "rq": (
+        kg.RationalQuadratic(variance=0.9, lengthscale=1.2, alpha=0.7),
+        lambda x, y: 0.9 * (1 + _r(x, y) ** 2 / (2 * 0.7 * 1.2**2)) ** -0.7,
+    ),
+    "periodic": (
+        kg.Periodic(variance=1.3, lengthscale=0.8, period=2.5),
+        lambda x, y: 1.3 * math.exp(-2 * math.sin(math.pi * _r(x, y) / 2.5) ** 2 / 0.8**2),
+    ),
+    "linear": (kg.Linear(variance=0.6), lambda x, y: 0.6 * float(np.dot(x, y))),
+    "poly3": (
+        kg.Polynomial(degree=3, offset=0.5),
+        lambda x, y: (float(np.dot(x, y)) + 0.5) ** 3,
+    ),
+    "poly0": (kg.Polynomial(degree=0, offset=2.0), lambda x, y: 1.0),
+}
+
+
+def _pairs(rng, d=3, count=4):
+    """A few (x, y) pairs in d dimensions, one of them a duplicate (r = 0)."""
+    pts = sample_points(rng, count + 1, d)
+    return [(pts[i], pts[i + 1]) for i in range(count)] + [(pts[0], pts[0].copy())]
+
+
+@pytest.mark.parametrize("k, formula", FORMULAS.values(), ids=list(FORMULAS))
+def test_kernel_values_match_the_documented_formula(k, formula, rng):
+    pairs = _pairs(rng)
+    expected = np.array([formula(x, y) for x, y in pairs])
+    with jax.enable_x64(True):
+        by_pair_call = np.array([float(k(jnp.asarray(x), jnp.asarray(y))) for x, y in pairs])
+    assert_close(by_pair_call, expected, np.float64, err_msg="pair call")
+    X = np.stack([x for x, _ in pairs])
+    Y = np.stack([y for _, y in pairs])
+    for mode in ("closed", "forward"):
+        K = kg.gram(k, X, Y, mode=mode)
+        assert_close(np.diag(K), expected, np.float64, err_msg=f"gram, mode={mode}")
+
+
+def test_periodic_distance_is_euclidean_and_period_is_exact(rng):
+    """k(x, x + p e) = v: shifting one coordinate by a whole period returns to the peak."""
+    k = kg.Periodic(variance=1.3, lengthscale=0.8, period=2.5)
+    x = sample_points(rng, 1, 2)[0]
+    shifted = x + np.array([2.5, 0.0])
+    assert_close(kg.gram(k, x[None], shifted[None])[0, 0], 1.3)
+    # Half a period away is the trough: v exp(-2 / l^2).
+    half = x + np.array([0.0, 1.25])
+    assert_close(kg.gram(k, x[None], half[None])[0, 0], 1.3 * math.exp(-2 / 0.8**2))
+
+
+@pytest.mark.parametrize("case", select())
+def test_every_table_kernel_evaluates_on_one_pair(case, rng):
+    x, y = sample_points(rng, 2, case.dim())
+    value = case.kernel(x, y)
+    assert jnp.shape(value) == ()
+    assert np.isfinite(value)
+    # The Gram matrix of one pair is that value (to float32, the pair call's dtype here).
+    assert_close(value, kg.gram(case.kernel, x[None], y[None])[0, 0], np.float32)
+
+
+def test_scalar_points_are_one_dimensional_pairs():
+    k = kg.RBF(lengthscale=0.5)
+    assert_close(k(0.25, 1.0), math.exp(-(0.75**2) / (2 * 0.25)), np.float32)
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def test_sum_product_and_scaling_of_kernels_on_one_pair(rng):
+    k1 = kg.RBF(variance=1.4, lengthscale=0.8)
+    k2 = kg.Polynomial(degree=2, offset=1.0)
+    x, y = sample_points(rng, 2, 3)
+    with jax.enable_x64(True):
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        a, b = float(k1(x, y)), float(k2(x, y))
+        cases = {
+            "sum": (k1 + k2, a + b),
+            "product": (k1 * k2, a * b),
+            "left_scale": (2.5 * k1, 2.5 * a),
+            "right_scale": (k1 * 3, 3 * a),
+            "numpy_scale": (np.float64(0.5) * k2, 0.5 * b),
+            "nested": (0.5 * (k1 + k2) * k1, 0.5 * (a + b) * a),
+        }
+        for name, (k, expected) in cases.items():
+            assert_close(float(k(x, y)), expected, np.float64, err_msg=name)
+
+
+def test_composite_gram_is_the_sum_and_product_of_component_grams(rng):
+    k1 = kg.Matern52(variance=0.9, lengthscale=1.3)
+    k2 = kg.Linear(variance=0.4)
+    X, Y = sample_points(rng, 5, 2), sample_points(rng, 4, 2)
+    K1, K2 = kg.gram(k1, X, Y), kg.gram(k2, X, Y)
+    for mode in ("closed", "forward"):
+        assert_close(kg.gram(k1 + k2, X, Y, mode=mode), K1 + K2, err_msg=mode)
+        assert_close(kg.gram(k1 * k2, X, Y, mode=mode), K1 * K2, err_msg=mode)
+        assert_close(kg.gram(2.0 * k1, X, Y, mode=mode), 2.0 * K1, err_msg=mode)
+
+
+def test_adding_a_non_kernel_is_a_type_error():
+    with pytest.raises(TypeError):
+        kg.RBF() + 1.0
+    with pytest.raises(TypeError):
+        kg.RBF() * "2"
+
+
+# --------------------------------------------------------------------------- pair functions
+
+
+def test_a_user_pair_function_is_a_kernel(rng):
+    def fn(x, y):
+        return jnp.exp(-0.5 * jnp.sum((x - y) ** 2)) + 0.1 * jnp.dot(x, y)
+
+    k = kg.kernel(fn)
+    assert isinstance(k, kg.AbstractKernel)
+    assert kg.kernel(k) is k
+    X, Y = sample_points(rng, 4, 2), sample_points(rng, 3, 2)
+    diff = X[:, None, :] - Y[None, :, :]
+    expected = np.exp(-0.5 * np.sum(diff**2, axis=-1)) + 0.1 * X @ Y.T
+    assert_close(kg.gram(k, X, Y), expected)
+    # Pair functions compose with built-ins.
+    assert_close(kg.gram(k + kg.Linear(), X, Y), expected + X @ Y.T)
+
+
+def test_the_forums_buggy_kernel_is_expressible(rng):
+    """The post's r2 = -2 x y + (x + y), written as a pair function and evaluated in 1-D."""
+    k = BY_ID["pair_forum"].kernel
+    x = np.linspace(-1.0, 1.0, 6)
+    expected = np.exp(-0.5 * (-2.0 * np.outer(x, x) + (x[:, None] + x[None, :])))
+    assert_close(kg.gram(k, x), expected)
+    # Its derivative in x_i: d/dx (-0.5 (-2 x y + x + y)) = y - 0.5.
+    assert_close(kg.jacobian(k, x), expected * (x[None, :] - 0.5))
+
+
+def test_table_ids_cover_every_builtin_class():
+    """The shared table exercises each built-in kernel class at least once."""
+    names = {type(leaf).__name__ for case in CASES for leaf in _components(case.kernel)}
+    for cls in ("RBF", "Matern12", "Matern32", "Matern52", "RationalQuadratic", "Periodic"):
+        assert cls in names
+    assert {"Linear", "Polynomial", "Sum", "Product", "Scaled", "PairFunction"} <= names
+
+
+def _components(k):
+    yield k
+    for child in ("k1", "k2", "base"):
+        if hasattr(k, child):
+            yield from _components(getattr(k, child))
