@@ -166,8 +166,13 @@ def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> 
     # Hyperparameters traced by jax.grad over the kernel make every output a tracer, so such a
     # problem must take the JAX path even when the points are NumPy arrays.
     is_jax = facts(k).traced or any(type(a) is not np.ndarray for a in arrays)
-    # Integer inputs take the float dtype of the float ones (float64 when none is float).
-    dtypes = {a.dtype for a in arrays if a.dtype.kind == "f"} or {np.dtype(np.float64)}
+    # The points' float dtype decides: weights follow it (np.ones(m) must not widen float32
+    # points to float64), and integer inputs take the float dtype of the others.
+    dtypes = (
+        {a.dtype for a in arrays[:2] if a.dtype.kind == "f"}
+        or {a.dtype for a in arrays[2:] if a.dtype.kind == "f"}
+        or {np.dtype(np.float64)}
+    )
     dtype = dtypes.pop() if len(dtypes) == 1 else np.result_type(*dtypes)
     if not is_jax:
         arrays = [a.astype(dtype, copy=False) for a in arrays]
