@@ -6,7 +6,9 @@ several times that, and a jitted JAX call costs about 5 us of dispatch alone. Fo
 commonest call, a stationary kernel with one lengthscale on NumPy points of one float dtype,
 this module checks the few facts it relies on and evaluates
 
-    d/dx k(x, y_j) = (2 v / l^2) f'(s_j) (x - y_j),     s_j = |x - y_j|^2 / l^2
+    d/dx k(x, y_j) = 2 v w f'(s_j) (x - y_j),     s_j = w |x - y_j|^2
+
+(w = 1 / l^2, the kernel's squared-distance weight)
 
 directly (DESIGN.md's profile rule). For RBF, whose profile is exp(-s / 2), the constants
 fold into the exponent and the whole gradient is six NumPy operations. Anything else
@@ -30,8 +32,8 @@ _DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 class _Constants(NamedTuple):
     profile: type  # the kernel class, whose static df is the profile's derivative
-    inv_sq: float  # 1 / l^2
-    coef: float  # 2 v / l^2
+    inv_sq: float  # the squared distance's weight: 1 / l^2 (1 for Periodic)
+    coef: float  # 2 v inv_sq
     params: tuple  # profile hyperparameters (RQ's alpha, ...) as NumPy scalars
     rbf: bool  # f(s) = exp(-s / 2), so f'(s) = -f(s) / 2
 
@@ -48,14 +50,10 @@ def _constants(k) -> _Constants | None:
         return known
     cls = type(k)
     leaves = (k.variance, k.lengthscale) if issubclass(cls, K.AbstractStationaryKernel) else ()
-    qualifies = (
-        bool(leaves)
-        and not issubclass(cls, K.Periodic)  # its s is not a scaled squared distance
-        and all(type(a) is np.ndarray and a.ndim == 0 for a in leaves)
-    )
+    qualifies = bool(leaves) and all(type(a) is np.ndarray and a.ndim == 0 for a in leaves)
     known = None
     if qualifies:
-        inv_sq = 1.0 / float(k.lengthscale) ** 2
+        inv_sq = float(cls.inverse_sq_scale(k, np, np.float64))
         params = cls.profile_params(k, np, np.float64)
         if all(type(p) is np.ndarray or isinstance(p, float) for p in params):
             coef = 2.0 * float(k.variance) * inv_sq
