@@ -29,3 +29,6 @@ __version__ = "0.1.0"
 from . import compile_cache as _compile_cache
 
 _compile_cache.enable_default()
+from .hessian import cross_hessian
+from .gradient_kernel import GradientGram
+from .gradient_kernel import gradient_gram
