@@ -57,17 +57,19 @@ def squared_distance(xp, X, Y, weights):
     """s[i, j] = sum_a weights_a (x_ia - y_ja)^2, never negative. X, Y should be centred."""
     d = X.shape[1]
     root = xp.sqrt(weights)  # a scalar or (d,): either broadcasts against the points
-    # Scaling the points first saves a pass over the (n, m) result per dimension.
-    Xs, Ys = X * root, Y * root
     if d <= DIFFERENCE_FORM_MAX_DIMS:
         # One 2-D expression per dimension: XLA:CPU fuses these, whereas broadcasting to an
         # (n, m, d) tensor with a short trailing axis runs an order of magnitude slower.
-        diff = Xs[:, 0, None] - Ys[None, :, 0]
-        s = diff * diff
-        for a in range(1, d):
-            diff = Xs[:, a, None] - Ys[None, :, a]
+        # Differences come before scaling: x r - y r may be contracted into an FMA that is
+        # not exactly 0 for duplicate points, where Matern 1/2 needs s = 0 exactly.
+        root = xp.broadcast_to(root, (d,))
+        s = 0.0
+        for a in range(d):
+            diff = (X[:, a, None] - Y[None, :, a]) * root[a]
             s = s + diff * diff
         return s
+    # Scaling the points first saves a pass over the (n, m) result.
+    Xs, Ys = X * root, Y * root
     norms = xp.sum(Xs * Xs, axis=1)[:, None] + xp.sum(Ys * Ys, axis=1)[None, :]
     s = norms - 2.0 * matmul(xp, Xs, Ys.T)
     # The expansion cancels: its rounding error is about eps * (|x|^2 + |y|^2), and it can
@@ -147,9 +149,10 @@ def gram(kernel, xp, X, Y):
 
 def jacobian(kernel, xp, X, Y):
     """J[i, j, a] = d k(x_i, y_j) / d x_ia: (n, m, d)."""
-    # Differences need no centring: (x - c) - (y - c) is x - y.
+    # Centred: squared_distance scales the points before differencing them, which loses
+    # eps * |x| / |x - y| of relative precision; on points far from the origin that is a lot.
     parts = []
-    for term in tile(kernel, xp, X, Y, X, Y, need_value=False).terms:
+    for term in tile(kernel, xp, X, Y, *centre(xp, X, Y), need_value=False).terms:
         factor = X[:, None, :] - Y[None, :, :] if term.kind == "diff" else Y[None, :, :]
         parts.append(term.coef[:, :, None] * (factor * term.scale))
     out = parts[0]
