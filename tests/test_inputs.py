@@ -345,7 +345,7 @@ def test_jax_grad_over_kernel_hyperparameters(rng):
             assert_close(g.lengthscale, np.sum(c * K * r2 / l**3), np.float64, err_msg=mode)
 
 
-@pytest.mark.parametrize("case_id", ["nested", "rbf_ard", "periodic", "poly3"])
+@pytest.mark.parametrize("case_id", ["nested", "rbf_ard", "periodic"])
 def test_jax_grad_of_a_grad_sum_loss_over_any_kernel_matches_dense_ad(case_id, rng):
     """The loss |G|^2 of the grad map, differentiated over every hyperparameter leaf.
 
@@ -361,8 +361,8 @@ def test_jax_grad_of_a_grad_sum_loss_over_any_kernel_matches_dense_ad(case_id, r
 
     with jax.enable_x64(True):
         Xj = jnp.asarray(X)
-        expected = jax.grad(reference_loss)(k, Xj)
-        got = jax.grad(lambda kern: jnp.sum(kg.grad_sum(kern, X) ** 2))(k)
+        expected = jax.jit(jax.grad(reference_loss))(k, Xj)
+        got = jax.jit(jax.grad(lambda kern: jnp.sum(kg.grad_sum(kern, X) ** 2)))(k)
     assert jax.tree.structure(got) == jax.tree.structure(expected)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
         assert_close(a, b, np.float64, err_msg=case_id)
