@@ -4,6 +4,8 @@
   so the first call costs what every call costs. JAX's fixed cost per call (dispatch, transfer)
   exceeds the whole computation below :data:`EAGER_MAX_PAIRS` pairs (measured by
   ``benchmarks/crossover.py``).
+* **Symmetric blocks** for a closed-form ``grad_sum`` with Y = X from
+  :data:`symmetric.MIN_POINTS` points on: each exp serves (i, j) and (j, i).
 * **Jitted XLA** for everything else, and for anything that needs AD. Point counts are padded
   up to a few size buckets per octave (:func:`bucket`) so that a growing n compiles a
   handful of programs, not one per n. Padded points are copies of a real point, carrying
@@ -21,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import autodiff, reductions, rules, sharding
+from . import autodiff, reductions, rules, sharding, symmetric
 from .inputs import Problem
 
 #: Closed-form work on NumPy inputs with at most this many (i, j) pairs runs eagerly in NumPy.
@@ -74,10 +76,21 @@ def _compiled(kernel, X, Y, W, *, op, method):
 
 def _run_jax(op: str, method: str, p: Problem):
     n, m = p.n, p.m
+    traced = any(isinstance(a, jax.core.Tracer) for a in (p.X, p.Y, p.W))
+    if (
+        op == "grad_sum"
+        and method == "closed"
+        and p.same
+        and n >= symmetric.MIN_POINTS
+        and jax.local_device_count() == 1
+        and not traced
+    ):
+        # Y = X: each exp serves both (i, j) and (j, i), blockwise and matrix-free.
+        return symmetric.run(p.kernel, p.X, p.W)
     if op in ("grad_sum", "gram_matvec") and n * m > reductions.TILED_MIN_PAIRS:
         # Matrix-free (and multi-device when there are several); pads to its own buckets.
         return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W)
-    if any(isinstance(a, jax.core.Tracer) for a in (p.X, p.Y, p.W)):
+    if traced:
         # Inside the caller's own jit or vmap the shapes are already fixed: no padding.
         return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method)
     N, M = bucket(n), bucket(m)

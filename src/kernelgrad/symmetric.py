@@ -1,0 +1,109 @@
+"""The weighted grad map on Y = X, computing each exp once for both (i, j) and (j, i).
+
+When Y is X, every closed-form coefficient matrix is symmetric (stationary kernels depend on
+|x_i - x_j|, dot-product kernels on x_i . x_j, and sums and products keep that). So the
+blocks of rows I and columns J with I < J serve both halves of the sum:
+
+    rows I:  sum_{j in J} c_ij w_j (x_i - x_j)      (C_IJ   @ [w_J, w_J x_J])
+    rows J:  sum_{i in I} c_ij w_i (x_j - x_i)      (C_IJ^T @ [w_I, w_I x_I])
+
+and only b (b + 1) / 2 of the b^2 blocks are evaluated: about half the transcendental work
+of the dense program. Blocks are small enough to stay in cache, and the (I, J) pairs are
+scanned, so memory is O(n d + block^2) and the program size does not grow with n.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from . import reductions, rules
+
+#: Rows per block: a block x block float64 coefficient matrix (512 KiB) stays in L2 cache.
+BLOCK = 256
+
+#: From this many points on, the halved exp work outweighs the block bookkeeping
+#: (measured by ``benchmarks/core_perf.py``; below it the dense fused program is faster).
+MIN_POINTS = 2048
+
+
+def grad_sum(kernel, X, w, block: int = BLOCK):
+    """G[i] = sum_j w_j d/dx_i k(x_i, x_j) for a closed-form kernel: (n, d).
+
+    Args:
+        kernel: a kernel with closed-form rules.
+        X: (n, d) points, with n a multiple of ``block``.
+        w: (n,) weights.
+        block: rows per block.
+    """
+    n, d = X.shape
+    count = n // block
+    Xc, _ = rules.centre(jnp, X, X)
+    # The (I, J) block pairs with I <= J, as two static index vectors.
+    rows, cols = np.triu_indices(count)
+
+    def accumulate(G, pair):
+        I, J = pair
+        XI = lax.dynamic_slice_in_dim(X, I * block, block)
+        XJ = lax.dynamic_slice_in_dim(X, J * block, block)
+        cI = lax.dynamic_slice_in_dim(Xc, I * block, block)
+        cJ = lax.dynamic_slice_in_dim(Xc, J * block, block)
+        wI = lax.dynamic_slice_in_dim(w, I * block, block)
+        wJ = lax.dynamic_slice_in_dim(w, J * block, block)
+        to_I = jnp.zeros_like(XI)
+        to_J = jnp.zeros_like(XJ)
+        for term in rules.tile(kernel, jnp, XI, XJ, cI, cJ, need_value=False).terms:
+            if term.kind == "diff" and d == 1:
+                # In one dimension the products c_ij (x_i - x_j) cost one pass and, unlike
+                # the matmul form below, never cancel (Matern 1/2's c_ij ~ 1/r is huge for
+                # near-duplicate points).
+                E = term.coef * (term.scale * (XI - XJ[:, 0]))
+                to_I = to_I + E @ wJ[:, None]
+                to_J = to_J - E.T @ wI[:, None]
+                continue
+            if term.kind == "diff":
+                aI, aJ, bI, bJ = cI, cJ, cI, cJ
+            else:  # "y": sum_j c_ij w_j y_j, with no x_i part
+                aI, aJ, bI, bJ = jnp.zeros_like(cI), jnp.zeros_like(cJ), -XI, -XJ
+            right = rules.matmul(
+                jnp, term.coef, jnp.concatenate([wJ[:, None], wJ[:, None] * bJ], 1)
+            )
+            left = rules.matmul(
+                jnp, term.coef.T, jnp.concatenate([wI[:, None], wI[:, None] * bI], 1)
+            )
+            to_I = to_I + term.scale * (aI * right[:, :1] - right[:, 1:])
+            to_J = to_J + term.scale * (aJ * left[:, :1] - left[:, 1:])
+        # A diagonal block already holds both halves of its own pairs.
+        to_J = jnp.where(I == J, 0.0, 1.0) * to_J
+        G = lax.dynamic_update_slice_in_dim(
+            G, lax.dynamic_slice_in_dim(G, I * block, block) + to_I, I * block, 0
+        )
+        G = lax.dynamic_update_slice_in_dim(
+            G, lax.dynamic_slice_in_dim(G, J * block, block) + to_J, J * block, 0
+        )
+        return G, None
+
+    G, _ = lax.scan(accumulate, jnp.zeros((n, d), X.dtype), (jnp.asarray(rows), jnp.asarray(cols)))
+    return G
+
+
+@functools.partial(jax.jit, static_argnames="block")
+def _compiled(kernel, X, w, block):
+    return grad_sum(kernel, X, w, block)
+
+
+def run(kernel, X, w):
+    """:func:`grad_sum` on concrete arrays of any n: padded to whole blocks, then cropped.
+
+    Padded points copy the first point and carry weight 0. Their rows are cropped, and their
+    columns add nothing to the real rows, so they never change (or NaN) the result.
+    """
+    n = X.shape[0]
+    rows = -(-n // BLOCK) * BLOCK
+    X = reductions.pad_rows(X, rows, True)
+    w = reductions.pad_rows(w, rows, False)
+    return reductions.crop(_compiled(kernel, X, w, BLOCK), n)
