@@ -7,6 +7,12 @@ tests sum over 10^6 columns, the size the accuracy promise is made for.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,3 +196,46 @@ def test_blocks_split_evenly_and_buckets_bound_padding():
     for n in [1, 31, 32, 33, 100, 1000, 12345, 10**6 + 1]:
         b = reductions.bucket(n)
         assert n <= b <= n + n / 32
+
+
+# ------------------------------------------------------------------ the prepared GPU script
+
+_BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_gpu_scale_script_runs_small_on_cpu(tmp_path):
+    # benchmarks/gpu_scale.py is meant for one short run on a GPU: run it here at toy sizes
+    # so that every peer, the accuracy check and the JSON it writes are known to work.
+    out = tmp_path / "gpu_scale.json"
+    proc = subprocess.run(
+        [sys.executable, str(_BENCHMARKS / "gpu_scale.py"), "--small", "--repeats", "1", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    names = {"kernelgrad", "naive_row_tiled", "dense_xla", "tiled_64x128", "pallas_32x64"}
+    assert names <= set(result["results"])
+    for name, entry in result["results"].items():
+        assert "error" not in entry, (name, entry.get("error"))
+        assert entry["pairs_per_s"] > 0
+    accuracy = result["accuracy"]
+    assert accuracy["rows"] == 100
+    for name in ("kernelgrad", "naive_row_tiled", "pallas_32x64"):
+        assert accuracy[name] <= 1e-5, name  # float32 against the float64 reference
+    summary = result["summary"]
+    assert {"kernelgrad_over_naive_row_tiled", "kernelgrad_over_dense_xla"} <= set(summary)
+
+
+def test_gpu_scale_pallas_kernel_pads_columns_to_a_power_of_two(rng):
+    # The script's fallback shape for Triton, checked in Pallas's interpreter.
+    spec = importlib.util.spec_from_file_location("gpu_scale", _BENCHMARKS / "gpu_scale.py")
+    gpu_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_scale)
+    X = rng.uniform(-1.5, 1.5, (45, 3)).astype(np.float32)
+    Y = rng.uniform(-1.5, 1.5, (150, 3)).astype(np.float32)  # padded to 256 columns
+    w = rng.uniform(0.5, 1.5, 150).astype(np.float32)
+    got = gpu_scale.pallas_rbf_grad_sum(X, Y, w, br=16, bc=32, interpret=True, pow2=True)
+    expected = _rbf_grad_sum_f64(X.astype(np.float64), Y.astype(np.float64), w, 1.0)
+    assert max_relative_error(got, expected) <= 1e-6

@@ -97,15 +97,16 @@ def _to_device_like(host, A, device):
 def pad_rows(A, rows: int, copy_first: bool):
     """``A`` padded along axis 0 to ``rows``, with copies of its first row (or zeros).
 
-    NumPy stays NumPy. A concrete JAX array on one device is padded in host memory and put
-    back on its device: an eager ``jnp.concatenate`` would compile a program for every new
-    shape, which a loop growing n one point at a time would pay on every call.
+    NumPy stays NumPy. A small concrete JAX array on one device is padded in host memory and
+    put back on its device: an eager ``jnp.concatenate`` would compile a program for every
+    new shape, which a loop growing n one point at a time would pay on every call. Large
+    arrays are padded on their device, where one compile costs less than two transfers.
     """
     extra = rows - A.shape[0]
     if extra == 0:
         return A
     device = _single_device(A)
-    if isinstance(A, np.ndarray) or device is not None:
+    if isinstance(A, np.ndarray) or (device is not None and A.nbytes <= HOST_SLICE_MAX_BYTES):
         host = np.asarray(A)
         row = host[:1] if copy_first else np.zeros_like(host[:1])
         padded = np.concatenate([host, np.broadcast_to(row, (extra, *host.shape[1:]))])
