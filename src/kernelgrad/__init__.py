@@ -32,3 +32,8 @@ _compile_cache.enable_default()
 from .hessian import cross_hessian
 from .gradient_kernel import GradientGram
 from .gradient_kernel import gradient_gram
+from .hyper import hyper_grad
+from .gp import GradientGP
+from .gp import Posterior
+from .gp import FitResult
+from .gp import fit
