@@ -78,11 +78,17 @@ def test_quick_covers_every_case(quick):
     cfg = data["config"]
     sweep = {(r["peer"], r["op"], r["n"], r["d"]) for r in data["sweep"]}
     expected = {
-        (p, op, n, d) for p in cfg["peers"] for op in P.OPS for n in cfg["ns"] for d in cfg["ds"]
+        (p, op, n, d)
+        for p in cfg["peers"]
+        for op in P.get_peer(p).ops
+        for n in cfg["ns"]
+        for d in cfg["ds"]
     }
     assert sweep == expected
+    assert {"loop-jacfwd", "numpy", "kernelgrad"} <= {p for p, *_ in sweep}
     replica = {(r["peer"], r["op"]) for r in data["replica"]}
-    assert replica == {(p, op) for p in cfg["peers"] if p != "numpy" for op in P.OPS}
+    assert replica == {(p, op) for p in cfg["peers"] if P.get_peer(p).replica for op in P.OPS}
+    assert {p for p, _ in replica} >= {"forum-jacfwd", "forum-jacrev", "kernelgrad"}
     # The forum's JAX code and kernelgrad always get a fresh process, --quick or not.
     for r in data["replica"]:
         if r["peer"] in ("forum-jacfwd", "forum-jacrev", "kernelgrad"):

@@ -172,7 +172,7 @@ def bench(args, config) -> int:
     from kernelgrad.bench import report, runner
 
     # Wide enough for the sweep's columns when the output is a file or a pipe.
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = Console(width=None if sys.stdout.isatty() else 170)
     steps = len(runner.plan(config))
     progress = Progress(
         "{task.description}",

@@ -4,7 +4,7 @@
 inputs, then for the kernel, grad and grad map in turn times the first call and the second,
 on the forum's kernel as posted. The clock covers exactly one call each time; imports and
 input building are outside it. Prints one JSON line:
-``{"kernel": {"first": s, "second": s}, ..., "max_rss_bytes": b}``.
+``{"kernel": {"first": s, "second": s}, ..., "max_rss_bytes": b, "compile_cache": folder}``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 
 def main(argv: list[str]) -> None:
     peer_name, n, dtype, device = argv[0], int(argv[1]), argv[2], argv[3]
+    import jax
+
     from kernelgrad.bench import peers as P
 
     peer = P.get_peer(peer_name)
@@ -34,6 +36,7 @@ def main(argv: list[str]) -> None:
         out[op] = {"first": t1 - t0, "second": t2 - t1}
     # ru_maxrss is in KiB on Linux.
     out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["compile_cache"] = jax.config.jax_compilation_cache_dir
     print(json.dumps(out))
 
 

@@ -114,6 +114,10 @@ class Peer:
     label = ""
     #: The grad map builds n^3 intermediates (reverse-mode Jacobians of a tall output).
     cubic = False
+    #: The computations it takes part in.
+    ops: tuple[str, ...] = OPS
+    #: It runs the forum's kernel as posted, so it has a column in the replica.
+    replica = True
 
     def unavailable(self, device: str) -> str | None:
         """Why this peer cannot run on ``device`` here, or None."""
@@ -210,6 +214,32 @@ class ForumJax(Peer):
         return _xla_bytes(fn, Xj, Xj) if case.op == "kernel" else _xla_bytes(fn, Xj, *static)
 
 
+class ForumLoop(ForumJax):
+    """The forum's Julia broadcast in JAX: one jitted jacfwd call per point, rows stacked.
+
+    Only the grad map is broadcast in the forum; the kernel and grad have nothing to loop over.
+    """
+
+    ops = ("grad_map",)
+    replica = False
+
+    def __init__(self):
+        super().__init__(reverse=False)
+        self.name = "loop-jacfwd"
+        self.label = "jacfwd called per point (the forum's Julia broadcast, in JAX)"
+
+    def prepare(self, case, X):
+        Xj = self._inputs(case, X)
+        # Host rows, so that each call pays what one broadcast element pays: its own dispatch.
+        points = list(X.astype(case.dtype))
+        # The result is a NumPy array: every row was finished before it was stacked.
+        return lambda: forum.grad_kernel_map_broadcast(points, Xj, forum.rbf_kernel_fixed)
+
+    def measured_bytes(self, case, X, call=None):
+        # The largest program is the stacked (n, n, d) Jacobian, reported by the estimate.
+        return None, "not measurable"
+
+
 class TorchFunc(Peer):
     """torch.func ``jacfwd`` / ``jacrev`` over the forum's kernel, ported line by line."""
 
@@ -281,6 +311,7 @@ class NumpyClosedForm(Peer):
 
     name = "numpy"
     label = "NumPy closed form"
+    replica = False  # written for the RBF kernel
 
     def unavailable(self, device):
         return "NumPy runs on the CPU only" if device == "gpu" else None
@@ -356,6 +387,7 @@ def all_peers() -> list[Peer]:
     return [
         ForumJax(reverse=False),
         ForumJax(reverse=True),
+        ForumLoop(),
         TorchFunc(reverse=False),
         TorchFunc(reverse=True),
         NumpyClosedForm(),
@@ -368,13 +400,12 @@ PEER_NAMES = tuple(p.name for p in all_peers())
 DEFAULT_PEERS = (
     "forum-jacfwd",
     "forum-jacrev",
+    "loop-jacfwd",
     "torch-jacfwd",
     "torch-jacrev",
     "numpy",
     "kernelgrad",
 )
-#: The replica's columns: the forum's two programs, torch.func's two, and kernelgrad.
-REPLICA_PEERS = ("forum-jacfwd", "forum-jacrev", "torch-jacfwd", "torch-jacrev", "kernelgrad")
 
 
 def get_peer(name: str) -> Peer:

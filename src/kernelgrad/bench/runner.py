@@ -20,6 +20,7 @@ First calls in the replica come from fresh processes (:mod:`kernelgrad.bench.fir
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,6 +28,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +72,8 @@ class BenchConfig:
     replica_n: int = 100
     #: Replica peers whose first calls run in fresh processes; None means all of them.
     fresh_peers: tuple[str, ...] | None = None
+    #: Also time kernelgrad's first calls in a second fresh process, its disk cache now warm.
+    fresh_cached: bool = True
     mem_budget_bytes: int = field(default_factory=default_mem_budget)
     #: Skip a case whose timed calls are predicted to take longer than this, in seconds.
     time_budget_s: float = 5.0
@@ -88,6 +92,7 @@ def quick_config(**changes) -> BenchConfig:
     base = BenchConfig(
         ns=(100, 300),
         fresh_peers=("forum-jacfwd", "forum-jacrev", "kernelgrad", "kernelgrad-jax"),
+        fresh_cached=False,
         time_budget_s=1.0,
         target_s=0.01,
         max_repeats=20,
@@ -122,8 +127,9 @@ class Result:
     steady_s: float | None = None
     repeats: int = 0
     new_n_call_s: float | None = None
-    first_call_s: float | None = None  # fresh process
+    first_call_s: float | None = None  # fresh process, no persistent compilation cache
     fresh_second_call_s: float | None = None  # the call after it, in that process
+    first_call_cached_s: float | None = None  # fresh process, kernelgrad's disk cache warm
     max_rel_err: float | None = None
     within_bound: bool | None = None
     peak_bytes: int | None = None
@@ -139,6 +145,7 @@ class BenchResults:
     machine: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     fresh_errors: dict = field(default_factory=dict)
+    fresh_processes: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     def section(self, name: str) -> list[Result]:
@@ -164,6 +171,7 @@ class BenchResults:
             "replica_note": REPLICA_NOTE,
             "error_bound": {str(n): error_bound(self.config.dtype, n) for n in bounds},
             "fresh_errors": self.fresh_errors,
+            "fresh_processes": self.fresh_processes,
             "elapsed_s": self.elapsed_s,
             "replica": [dataclasses.asdict(r) for r in self.section("replica")],
             "sweep": [dataclasses.asdict(r) for r in self.section("sweep")],
@@ -192,6 +200,9 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "jax_backend": jax.default_backend(),
+        # Folder of JAX's persistent compilation cache in this process (the bench's own
+        # compiles bypass it; see run), or None.
+        "jax_compilation_cache_dir": jax.config.jax_compilation_cache_dir,
     }
     if gpu_available():
         info["gpu"] = str(jax.devices("gpu")[0].device_kind)
@@ -209,8 +220,8 @@ def versions() -> dict:
 
 
 def replica_peers(config: BenchConfig) -> list[str]:
-    """The replica's columns among the chosen peers (the NumPy closed form is RBF-only)."""
-    return [p for p in config.peers if p != "numpy"]
+    """The replica's columns among the chosen peers: those that run the forum's kernel."""
+    return [p for p in config.peers if P.get_peer(p).replica]
 
 
 def plan(config: BenchConfig) -> list[tuple[str, P.Case]]:
@@ -227,7 +238,8 @@ def plan(config: BenchConfig) -> list[tuple[str, P.Case]]:
         for op in config.ops:
             for n in config.ns:
                 for peer in config.peers:
-                    steps.append((peer, P.Case(op, n, d, config.dtype, "rbf", config.device)))
+                    if op in P.get_peer(peer).ops:
+                        steps.append((peer, P.Case(op, n, d, config.dtype, "rbf", config.device)))
     return steps
 
 
@@ -235,6 +247,26 @@ def run(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> Be
     """Run everything in :func:`plan`; ``on_step(description)`` is called before each step."""
     start = time.perf_counter()
     out = BenchResults(config, machine=machine_info(), versions=versions())
+    # Compiles in this process are real compiles, for every peer and every run: JAX decides
+    # once per process, at its first compile, whether to use a persistent cache (kernelgrad
+    # turns one on when imported), and the forum's users had none. Fresh processes measure
+    # what the cache buys kernelgrad.
+    with _no_persistent_cache():
+        _run_steps(config, out, on_step)
+    _ratios(out)
+    out.elapsed_s = time.perf_counter() - start
+    return out
+
+
+def _no_persistent_cache():
+    try:
+        from jax._src.config import enable_compilation_cache
+    except ImportError:  # a JAX without the switch: whatever it does is recorded in machine
+        return contextlib.nullcontext()
+    return enable_compilation_cache(False)
+
+
+def _run_steps(config: BenchConfig, out: BenchResults, on_step) -> None:
     fresh: dict[str, dict] = {}
     refs: dict[P.Case, np.ndarray] = {}
     for peer_name, case in plan(config):
@@ -246,6 +278,9 @@ def run(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> Be
             fresh[peer_name] = fresh_first_calls(peer, case.n, config)
             if "error" in fresh[peer_name]:
                 out.fresh_errors[peer_name] = fresh[peer_name]["error"]
+            else:
+                info = ("max_rss_bytes", "compile_cache")
+                out.fresh_processes[peer_name] = {k: fresh[peer_name].get(k) for k in info}
             continue
         X = P.points(case)
         key = dataclasses.replace(case, dtype="float64", device="cpu")
@@ -257,10 +292,8 @@ def run(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> Be
             calls = fresh.get(peer_name, {}).get(case.op, {})
             result.first_call_s = calls.get("first")
             result.fresh_second_call_s = calls.get("second")
+            result.first_call_cached_s = calls.get("first_cached")
         out.results.append(result)
-    _ratios(out)
-    out.elapsed_s = time.perf_counter() - start
-    return out
 
 
 def _measure(r: Result, peer, case, X, ref, config: BenchConfig, done: BenchResults) -> None:
@@ -370,6 +403,12 @@ def _ratios(out: BenchResults) -> None:
 def fresh_first_calls(peer, n: int, config: BenchConfig) -> dict:
     """The forum's script for one peer in a new Python process: {op: {"first", "second"}}.
 
+    The forum's code and torch run as their users run them: no persistent compilation cache
+    (kernelgrad's default cache is turned off for them, and a JAX cache folder from the
+    environment is dropped). kernelgrad runs with its defaults, against an empty private
+    cache folder, so its first call is a cold one; with ``fresh_cached`` a second process
+    then reuses that folder, and its first calls are added as ``"first_cached"``.
+
     Returns ``{"error": message}`` when the process fails, times out or is not run.
     """
     why = peer.unavailable(config.device)
@@ -377,6 +416,22 @@ def fresh_first_calls(peer, n: int, config: BenchConfig) -> dict:
         return {"error": why}
     if config.fresh_peers is not None and peer.name not in config.fresh_peers:
         return {"error": "not run with --quick (a fresh process must import torch: seconds)"}
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    if not peer.name.startswith("kernelgrad"):
+        return _fresh_process(peer, n, config, {**env, "KERNELGRAD_NO_COMPILE_CACHE": "1"})
+    with tempfile.TemporaryDirectory(prefix="kernelgrad-bench-") as cache_home:
+        env = {**env, "XDG_CACHE_HOME": cache_home}
+        env.pop("KERNELGRAD_NO_COMPILE_CACHE", None)
+        cold = _fresh_process(peer, n, config, env)
+        if config.fresh_cached and "error" not in cold:
+            warm = _fresh_process(peer, n, config, env)
+            for op in P.OPS:
+                if op in cold and op in warm:
+                    cold[op]["first_cached"] = warm[op]["first"]
+    return cold
+
+
+def _fresh_process(peer, n: int, config: BenchConfig, env: dict) -> dict:
     cmd = [
         sys.executable,
         "-m",
@@ -388,7 +443,12 @@ def fresh_first_calls(peer, n: int, config: BenchConfig) -> dict:
     ]
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=config.fresh_timeout_s, check=False
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=config.fresh_timeout_s,
+            check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {config.fresh_timeout_s:.0f} s"}
