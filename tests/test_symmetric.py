@@ -33,7 +33,8 @@ def test_blocks_match_the_dense_closed_form(case, rng):
 def test_transform_takes_the_symmetric_path_above_its_threshold(kernel, d, rng):
     """A ragged n (not a multiple of the block) through kg.grad_sum, checked against forward
     AD and against the same points passed as a separate Y (which cannot use symmetry)."""
-    n = symmetric.MIN_POINTS + 37
+    n = symmetric.MIN_POINTS_DEFAULT + 37
+    assert symmetric.applies(n, d)
     X = rng.normal(size=(n, d))
     X[11] = X[2000]  # duplicate points: Matern 1/2's zero subgradient, never a NaN
     w = rng.normal(size=n)

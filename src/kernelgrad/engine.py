@@ -5,7 +5,7 @@
   exceeds the whole computation below :data:`EAGER_MAX_PAIRS` pairs (measured by
   ``benchmarks/crossover.py``).
 * **Symmetric blocks** for a closed-form ``grad_sum`` with Y = X from
-  :data:`symmetric.MIN_POINTS` points on: each exp serves (i, j) and (j, i).
+  a measured size on (:func:`symmetric.applies`): each exp serves (i, j) and (j, i).
 * **Jitted XLA** for everything else, and for anything that needs AD. Point counts are padded
   up to a few size buckets per octave (:func:`bucket`) so that a growing n compiles a
   handful of programs, not one per n. Padded points are copies of a real point, carrying
@@ -81,7 +81,7 @@ def _run_jax(op: str, method: str, p: Problem):
         op == "grad_sum"
         and method == "closed"
         and p.same
-        and n >= symmetric.MIN_POINTS
+        and symmetric.applies(n, p.d)
         and jax.local_device_count() == 1
         and not traced
     ):

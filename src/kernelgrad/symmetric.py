@@ -26,9 +26,16 @@ from . import reductions, rules
 #: Rows per block: a block x block float64 coefficient matrix (512 KiB) stays in L2 cache.
 BLOCK = 256
 
-#: From this many points on, the halved exp work outweighs the block bookkeeping
-#: (measured by ``benchmarks/core_perf.py``; below it the dense fused program is faster).
-MIN_POINTS = 2048
+#: From this many points on, the halved exp work outweighs the block bookkeeping; below it
+#: the unsymmetric fused program is faster. One dimension pays off sooner, since its blocks
+#: are reduced elementwise rather than by matmul. Measured by ``benchmarks/crossover.py``.
+MIN_POINTS = {1: 768}
+MIN_POINTS_DEFAULT = 2048
+
+
+def applies(n: int, d: int) -> bool:
+    """Whether n points in d dimensions are enough for the symmetric path to win."""
+    return n >= MIN_POINTS.get(d, MIN_POINTS_DEFAULT)
 
 
 def grad_sum(kernel, X, w, block: int = BLOCK):
@@ -62,8 +69,8 @@ def grad_sum(kernel, X, w, block: int = BLOCK):
                 # the matmul form below, never cancel (Matern 1/2's c_ij ~ 1/r is huge for
                 # near-duplicate points).
                 E = term.coef * (term.scale * (XI - XJ[:, 0]))
-                to_I = to_I + E @ wJ[:, None]
-                to_J = to_J - E.T @ wI[:, None]
+                to_I = to_I + (E @ wJ)[:, None]
+                to_J = to_J - (wI @ E)[:, None]  # w^T E, not E^T w: no transposed copy
                 continue
             if term.kind == "diff":
                 aI, aJ, bI, bJ = cI, cJ, cI, cJ
@@ -73,8 +80,8 @@ def grad_sum(kernel, X, w, block: int = BLOCK):
                 jnp, term.coef, jnp.concatenate([wJ[:, None], wJ[:, None] * bJ], 1)
             )
             left = rules.matmul(
-                jnp, term.coef.T, jnp.concatenate([wI[:, None], wI[:, None] * bI], 1)
-            )
+                jnp, jnp.concatenate([wI[:, None], wI[:, None] * bI], 1).T, term.coef
+            ).T
             to_I = to_I + term.scale * (aI * right[:, :1] - right[:, 1:])
             to_J = to_J + term.scale * (aJ * left[:, :1] - left[:, 1:])
         # A diagonal block already holds both halves of its own pairs.
