@@ -232,3 +232,22 @@ def test_help(argv, capsys):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "bench" in out and "usage" in out
+
+
+def test_without_torch_its_columns_are_skipped_with_the_install_hint(monkeypatch):
+    real = P.importlib.util.find_spec
+    monkeypatch.setattr(
+        P.importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    config = runner.BenchConfig(
+        ns=(100,),
+        ds=(1,),
+        ops=("grad",),
+        peers=("torch-jacfwd", "kernelgrad"),
+        replica=False,
+        target_s=0.0,
+    )
+    res = runner.run(config)
+    torch_r = res.find("sweep", "torch-jacfwd", "grad", 100, 1)
+    assert torch_r.status == "skipped" and "pip install torch" in torch_r.reason
+    assert res.find("sweep", "kernelgrad", "grad", 100, 1).status == "ok"
