@@ -91,6 +91,42 @@ def test_matern12_takes_the_zero_subgradient_at_r_zero_and_documents_it():
         assert 0.5 * (J[0] + J[1]) == pytest.approx(J[2], abs=1e-9)
 
 
+EXPANSION_SNAPS_TO_ZERO = pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "library bug: for d > rules.DIFFERENCE_FORM_MAX_DIMS, squared_distance's expansion "
+        "snaps any s below 8 eps (|x|^2 + |y|^2) to 0, so closed-mode Matern 1/2 takes its "
+        "r = 0 subgradient (0) at distinct near-duplicate points, where the slope is v / l"
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    "d, mode",
+    [
+        (1, "closed"),
+        (20, "forward"),
+        (20, "reverse"),
+        pytest.param(20, "closed", marks=EXPANSION_SNAPS_TO_ZERO),
+    ],
+)
+def test_matern12_slope_at_distinct_near_duplicates(d, mode):
+    """For x != y, d/dx v exp(-r / l) = -(v / l) exp(-r / l) (x - y) / r: magnitude v / l
+    however small r is. Only r = 0 exactly takes the zero subgradient.
+    """
+    v, l = 0.5, 0.7
+    k = kg.Matern12(variance=v, lengthscale=l)
+    x = np.random.default_rng(8).uniform(-2.0, 2.0, d)
+    y = x.copy()
+    y[0] += 1e-7
+    r = float(np.linalg.norm(x - y))
+    expected = -(v / l) * math.exp(-r / l) * (x - y) / r
+    # Two more points away from x, so that the centre is not y itself.
+    Y = np.stack([y, x + 1.0, x - 2.5])
+    J = kg.jacobian(k, x[None], Y, mode=mode)[0, 0]
+    np.testing.assert_allclose(J, expected, rtol=1e-6, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- squared distances
 
 
