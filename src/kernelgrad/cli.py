@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GIB",
         help="skip approaches estimated to need more (default: 2 GiB or 1/4 of free memory)",
     )
+    bench.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        metavar="S",
+        help="skip a case whose timed calls are predicted to take longer (default: 5 s)",
+    )
     bench.add_argument("--json", metavar="PATH", help="write every result, machine and versions")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG: log-log time against n")
     return parser
@@ -136,6 +142,8 @@ def _config(args):
         changes["ds"] = tuple(dict.fromkeys(args.d))
     if args.mem_budget:
         changes["mem_budget_bytes"] = int(args.mem_budget * runner.GIB)
+    if args.time_budget:
+        changes["time_budget_s"] = args.time_budget
     config = runner.quick_config(**changes) if args.quick else runner.BenchConfig(**changes)
     return replace(config, ns=tuple(sorted(set(config.ns) | set(args.n))))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,6 +151,13 @@ class Peer:
         """Peak working memory of one call and how it was measured; (None, why) if it cannot be."""
         return None, "not measurable"
 
+    def planned_bytes(self, case: Case, X: np.ndarray) -> tuple[int, float] | None:
+        """The memory a compiled program will use, known before it runs: (bytes, compile s).
+
+        Only compiled peers know; the others return None and are judged by their estimate.
+        """
+        return None
+
 
 def _tracemalloc_peak(call) -> int:
     tracemalloc.start()
@@ -162,7 +170,11 @@ def _tracemalloc_peak(call) -> int:
 
 def _xla_bytes(jitted, *args) -> tuple[int | None, str]:
     """Arguments + outputs + temporaries of XLA's buffer assignment for the compiled program."""
-    stats = jitted.lower(*args).compile().memory_analysis()
+    return _compiled_bytes(jitted.lower(*args).compile())
+
+
+def _compiled_bytes(compiled) -> tuple[int | None, str]:
+    stats = compiled.memory_analysis()
     if stats is None:
         return None, "not reported by XLA"
     total = (
@@ -208,10 +220,24 @@ class ForumJax(Peer):
             return lambda: fn(Xj, Xj).block_until_ready()
         return lambda: fn(Xj, *static).block_until_ready()
 
-    def measured_bytes(self, case, X, call=None):
+    def _args(self, case, X):
         fn, static = self._program(case)
         Xj = self._inputs(case, X)
-        return _xla_bytes(fn, Xj, Xj) if case.op == "kernel" else _xla_bytes(fn, Xj, *static)
+        return fn, ((Xj, Xj) if case.op == "kernel" else (Xj, *static))
+
+    def measured_bytes(self, case, X, call=None):
+        fn, args = self._args(case, X)
+        return _xla_bytes(fn, *args)
+
+    def planned_bytes(self, case, X):
+        # Compiling allocates none of the program's buffers, and a later call reuses the
+        # executable, so the compile time is part of that call's cost.
+        fn, args = self._args(case, X)
+        t0 = time.perf_counter()
+        compiled = fn.lower(*args).compile()
+        seconds = time.perf_counter() - t0
+        nbytes, _ = _compiled_bytes(compiled)
+        return None if nbytes is None else (nbytes, seconds)
 
 
 class ForumLoop(ForumJax):
@@ -372,6 +398,13 @@ class Kernelgrad(Peer):
         if case.op == "grad_map" and pairs > reductions.TILED_MIN_PAIRS:
             return "XLA, tiled matrix-free"
         return f"XLA, padded to n={engine.bucket(case.n)}"
+
+    def estimate_bytes(self, case):
+        if self.path(case) != "XLA, tiled matrix-free":
+            return super().estimate_bytes(case)
+        # Matrix-free: the points, the output and a few row-by-column tiles, never n x n.
+        rows, cols = reductions.default_blocks("gpu" if case.device == "gpu" else "cpu")
+        return (8 * case.n * case.d + 4 * rows * cols) * case.itemsize
 
     def measured_bytes(self, case, X, call):
         if self.path(case) == "eager NumPy":
