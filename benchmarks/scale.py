@@ -2,6 +2,7 @@
 
 Run: ``python benchmarks/scale.py [--n 200000] [--dense-n 4000] [--json out.json]``
      ``python benchmarks/scale.py --crossover`` (the measurement behind TILED_MIN_PAIRS)
+     ``python benchmarks/scale.py --blocks`` (the measurement behind the CPU tile shape)
 
 Everything is float64, d = 3, the RBF kernel, on NumPy input (so x64 is local to each call).
 
@@ -15,6 +16,7 @@ Everything is float64, d = 3, the RBF kernel, on NumPy input (so x64 is local to
   second subprocess. The report's ratio is large pairs/s over dense pairs/s.
 * **crossover**: dense program and tiled program side by side for growing n = m (median of
   repeats, after a warm-up), in float64 and float32.
+* **blocks**: the tiled program at n = 2048, m = 131072 for several (rows, cols) tile shapes.
 """
 
 from __future__ import annotations
@@ -100,6 +102,52 @@ _DENSE = textwrap.dedent(
 )
 
 
+_BLOCKS = textwrap.dedent(
+    """
+    import json, statistics, sys, time
+    import jax, numpy as np
+    import kernelgrad as kg
+    from kernelgrad import reductions
+    n, m, repeats, dtype = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    shapes = json.loads(sys.argv[5])
+    rng = np.random.default_rng(0)
+    k = kg.RBF()
+    with jax.enable_x64(dtype == "float64"):
+        X = jax.device_put(rng.uniform(-1.5, 1.5, (n, 3)).astype(dtype))
+        Y = jax.device_put(rng.uniform(-1.5, 1.5, (m, 3)).astype(dtype))
+        w = jax.device_put(np.ones(m, dtype))
+        calls = {
+            f"{r}x{c}": (lambda r=r, c=c: reductions.compiled(
+                k, X, Y, w, op="grad_sum", method="closed", row_block=r, col_block=c
+            ))
+            for r, c in shapes
+        }
+        for fn in calls.values():
+            fn().block_until_ready()
+        times = {name: [] for name in calls}
+        for _ in range(repeats):  # interleaved, as in the crossover
+            for name, fn in calls.items():
+                t0 = time.perf_counter()
+                fn().block_until_ready()
+                times[name].append(time.perf_counter() - t0)
+    print(json.dumps({name: n * m / statistics.median(ts) for name, ts in times.items()}))
+    """
+)
+
+BLOCK_SHAPES = [(512, 2048), (256, 4096), (64, 16384), (32, 65536), (16, 65536), (8, 131072)]
+
+
+def run_blocks(n: int, m: int, repeats: int) -> dict:
+    """pairs/s of the tiled program for each (rows, cols) block shape, float64 and float32."""
+    out = {}
+    for dtype in ("float64", "float32"):
+        rates = _child(_BLOCKS, n, m, repeats, dtype, json.dumps(BLOCK_SHAPES))
+        for name, rate in rates.items():
+            print(f"{dtype} n = {n}, m = {m}, blocks {name:>9s}: {rate:.2e} pairs/s", flush=True)
+        out[dtype] = rates
+    return out
+
+
 def _child(script: str, *args) -> dict:
     proc = subprocess.run(
         [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True
@@ -150,13 +198,16 @@ def main(argv=None) -> None:
     parser.add_argument("--dense-n", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--crossover", action="store_true")
+    parser.add_argument("--blocks", action="store_true", help="sweep the tile shape")
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[512, 1024, 1536, 2048, 3072, 4096, 6144]
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     started = time.time()
-    if args.crossover:
+    if args.blocks:
+        result = {"blocks": run_blocks(2048, 131072, args.repeats), "load": _load()}
+    elif args.crossover:
         result = {"crossover": run_crossover(args.sizes, args.repeats), "load": _load()}
     else:
         result = run_scale(args.n, args.dense_n, args.repeats)

@@ -43,15 +43,18 @@ from . import autodiff, rules
 
 #: grad_sum and gram_matvec switch from one dense program to the tiled one above this many
 #: (i, j) pairs (after bucket padding). Measured by ``benchmarks/scale.py --crossover`` on
-#: 2 CPU cores: the two run level up to n = m of about 2000; beyond, the dense program's
-#: n x m intermediates fall out of cache and cost memory that grows as n m.
+#: 2 shared CPU cores (RBF, d = 3, interleaved medians): the two run level up to n = m of
+#: about 1500 in float64 and 2048 in float32; at n = m = 4096 the tiled program is 1.7x
+#: faster in both, as the dense program's n x m intermediates fall out of cache and its
+#: memory grows as n m. See docs/scale.md for the table.
 TILED_MIN_PAIRS = 2048 * 2048
 
-#: Default block shape (rows, columns) per platform. A tile's working set is a few
-#: rows x cols buffers; on the CPU, 512 x 2048 float64 (8 MB) keeps it near cache, and
-#: each step is long enough to hide the loop's overhead. GPUs want bigger tiles to fill the
-#: device: 1024 x 8192 is 8M pairs per step (``benchmarks/gpu_scale.py`` sweeps others).
-DEFAULT_BLOCKS = {"cpu": (512, 2048), "gpu": (1024, 8192)}
+#: Default block shape (rows, columns) per platform. On the CPU, few rows against many
+#: columns measured 2.5-5x faster than square-ish tiles (``benchmarks/scale.py --blocks``:
+#: 16 x 65536 against 512 x 2048), with a tile of 1M pairs (8 MB of float64 coefficients).
+#: GPUs want bigger tiles to fill the device: 1024 x 8192 is 8M pairs per step
+#: (``benchmarks/gpu_scale.py`` sweeps others; no GPU measurement yet).
+DEFAULT_BLOCKS = {"cpu": (16, 65536), "gpu": (1024, 8192)}
 
 #: Tiled programs are compiled for sizes rounded up to one of this many steps per octave
 #: (:func:`bucket`): finer than the engine's dense buckets, since at these sizes padding
