@@ -78,8 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="D",
         help="input dimensions to sweep instead of the default 1 3",
     )
-    bench.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    bench.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    bench.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float64",
+        help="working precision of every approach (default: float64); errors are always "
+        "against a float64 reference",
+    )
+    bench.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="where JAX and torch run (default: cpu); NumPy runs on the CPU only",
+    )
     bench.add_argument(
         "--peers",
         nargs="+",
