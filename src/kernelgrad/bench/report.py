@@ -237,6 +237,7 @@ def write_plot(res: BenchResults, path: str | Path) -> None:
         len(ds), len(ops), figsize=(4.2 * len(ops), 3.4 * len(ds)), squeeze=False
     )
     colours = {p: f"C{i}" for i, p in enumerate(cfg.peers)}
+    colours["kernelgrad"] = "black"
     for row, d in enumerate(ds):
         for col, op in enumerate(ops):
             ax = axes[row][col]
@@ -248,7 +249,8 @@ def write_plot(res: BenchResults, path: str | Path) -> None:
                 ok = [r for r in series if r.steady_s is not None]
                 if ok:
                     ns = [r.n for r in ok]
-                    ax.plot(ns, [r.steady_s for r in ok], "o-", color=colours[p], label=p)
+                    width = 2.2 if p == "kernelgrad" else 1.3
+                    ax.plot(ns, [r.steady_s for r in ok], "o-", color=colours[p], lw=width)
                     ax.plot(
                         ns,
                         [r.new_n_call_s for r in ok],
@@ -267,7 +269,8 @@ def write_plot(res: BenchResults, path: str | Path) -> None:
             ax.set_xlabel("n")
             ax.set_ylabel("seconds")
             ax.grid(True, which="major", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles = [plt.Line2D([], [], marker="o", color=colours[p]) for p in cfg.peers]
+    labels = list(cfg.peers)
     handles += [
         plt.Line2D([], [], marker="o", color="grey", ls="-"),
         plt.Line2D([], [], marker="o", color="grey", mfc="none", ls=":"),
