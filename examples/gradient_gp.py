@@ -70,6 +70,7 @@ def plot(results, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     for ax, (name, rows) in zip(axes[0], results.items(), strict=True):
@@ -79,6 +80,8 @@ def plot(results, path) -> None:
         d = FUNCTIONS[name][1]
         ax.set(xscale="log", yscale="log", xlabel="training points n", title=f"{name}, d = {d}")
         ax.set_ylabel("test RMSE / std(f)")
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
