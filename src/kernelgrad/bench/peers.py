@@ -64,9 +64,11 @@ def reference(case: Case, X: np.ndarray) -> np.ndarray:
     X2 = X.reshape(case.n, -1)
     if case.op == "grad":
         return _reference_rows(case, X2[:1], X2, grad=True)[0].reshape(X.shape)
+    # Row blocks of at most 2^22 pairs x dimensions: 32 MiB per temporary at any n.
+    block = max(1, min(256, (1 << 22) // (case.n * case.d)))
     rows = [
-        _reference_rows(case, X2[i : i + 256], X2, grad=case.op == "grad_map")
-        for i in range(0, case.n, 256)
+        _reference_rows(case, X2[i : i + block], X2, grad=case.op == "grad_map")
+        for i in range(0, case.n, block)
     ]
     if case.op == "kernel":
         return np.concatenate(rows)
