@@ -203,10 +203,10 @@ def bench(args, config) -> int:
     )
     with progress:
         task = progress.add_task("starting", total=steps)
+        finished = iter(range(steps))  # steps finished when the next one starts
 
         def on_step(description: str) -> None:
-            progress.update(task, description=description.ljust(44))
-            progress.advance(task)
+            progress.update(task, description=description.ljust(44), completed=next(finished))
 
         results = runner.run(config, on_step=on_step)
     report.print_report(results, console)

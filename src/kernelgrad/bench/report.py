@@ -207,7 +207,7 @@ def print_report(res: BenchResults, console) -> None:
         console.print()
     if notes.reasons:
         console.print("[bold]Skipped, failed or not run:[/]")
-        console.print(notes.render(), highlight=False)
+        console.print(notes.render(), highlight=False, markup=False)
         console.print()
     for line in summary_lines(res):
         console.print(line, highlight=False)
