@@ -68,7 +68,7 @@ def grad(k, x, Y):
     if type(Y) is not np.ndarray or not 0 < Y.shape[0] <= MAX_POINTS:
         return None
     dtype = Y.dtype
-    if not hasattr(x, "shape") or x.dtype != dtype or dtype not in _DTYPES:
+    if not isinstance(x, np.ndarray | np.generic) or x.dtype != dtype or dtype not in _DTYPES:
         return None
     # 1-D points need a scalar x; (m, d) points need x of shape (d,).
     one_dim = Y.ndim == 1
