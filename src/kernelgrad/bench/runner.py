@@ -11,7 +11,8 @@ For each case and peer:
   tracing and compiling a program for the new shape.
 * **accuracy**: max |out - ref| / max |ref| against the float64 reference, compared with
   :func:`error_bound`.
-* **steady state**: the median of repeated calls, each returning a finished result.
+* **steady state**: the median of repeated calls, each returning a finished result, taken in
+  rounds that alternate between the case's peers (see :data:`ROUNDS`).
 * **peak memory**: as the peer can measure it (see :mod:`kernelgrad.bench.peers`), after the
   timed calls, so that measuring it (XLA compiles to report its buffers) never warms a cache
   that the timed calls would otherwise have paid for.
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
+import math
 import os
 import platform
 import statistics
@@ -34,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 import jax
 import numpy as np
@@ -267,44 +271,76 @@ def _no_persistent_cache():
     return enable_compilation_cache(False)
 
 
+#: A case's peers are timed in this many interleaved rounds (A B C, A B C, ...), so that a
+#: burst of load from other processes on a shared machine lands on all of them, not on one.
+ROUNDS = 3
+
+
+@dataclass
+class _Timed:
+    """A peer whose first call at this case succeeded, waiting for its steady-state calls."""
+
+    result: Result
+    peer: P.Peer
+    case: P.Case
+    X: np.ndarray
+    call: Callable[[], Any]
+    estimate: int
+    times: list[float] = field(default_factory=list)
+
+
 def _run_steps(config: BenchConfig, out: BenchResults, on_step) -> None:
     fresh: dict[str, dict] = {}
-    refs: dict[P.Case, np.ndarray] = {}
-    for peer_name, case in plan(config):
+    # plan() lists every peer of a case one after another, so grouping by case is one pass.
+    for case, group in itertools.groupby(plan(config), key=lambda step: step[1]):
         section = "replica" if case.kernel == "forum" else "sweep"
-        if on_step:
-            on_step(f"{section}: {peer_name} {case.op} n={case.n} d={case.d}")
-        peer = P.get_peer(peer_name)
         if case.op == "first-call":
-            fresh[peer_name] = fresh_first_calls(peer, case.n, config)
-            if "error" in fresh[peer_name]:
-                out.fresh_errors[peer_name] = fresh[peer_name]["error"]
-            else:
-                info = ("max_rss_bytes", "compile_cache")
-                out.fresh_processes[peer_name] = {k: fresh[peer_name].get(k) for k in info}
+            for peer_name, _ in group:
+                if on_step:
+                    on_step(f"{section}: {peer_name} first calls, fresh process")
+                fresh[peer_name] = calls = fresh_first_calls(P.get_peer(peer_name), case.n, config)
+                if "error" in calls:
+                    out.fresh_errors[peer_name] = calls["error"]
+                else:
+                    info = ("max_rss_bytes", "compile_cache")
+                    out.fresh_processes[peer_name] = {k: calls.get(k) for k in info}
             continue
         X = P.points(case)
-        key = dataclasses.replace(case, dtype="float64", device="cpu")
+        reference = _lazy_reference(case, X)
+        timed = []
+        for peer_name, _ in group:
+            if on_step:
+                on_step(f"{section}: {peer_name} {case.op} n={case.n} d={case.d}")
+            result = Result(section, peer_name, case.op, case.n, case.d)
+            if section == "replica":
+                calls = fresh.get(peer_name, {}).get(case.op, {})
+                result.first_call_s = calls.get("first")
+                result.fresh_second_call_s = calls.get("second")
+                result.first_call_cached_s = calls.get("first_cached")
+            t = _first_call(result, P.get_peer(peer_name), case, X, reference, config, out)
+            out.results.append(result)
+            if t is not None:
+                timed.append(t)
+        _steady_rounds(timed, config)
+        for t in timed:
+            _memory(t)
 
-        def reference(key=key, case=case, X=X):
-            # Built when the first peer runs, never for a case that every peer skips; only the
-            # current case's is kept (the plan runs a case's peers one after another).
-            if key not in refs:
-                refs.clear()
-                refs[key] = P.reference(case, X)
-            return refs[key]
 
-        result = Result(section, peer_name, case.op, case.n, case.d)
-        _measure(result, peer, case, X, reference, config, out)
-        if section == "replica":
-            calls = fresh.get(peer_name, {}).get(case.op, {})
-            result.first_call_s = calls.get("first")
-            result.fresh_second_call_s = calls.get("second")
-            result.first_call_cached_s = calls.get("first_cached")
-        out.results.append(result)
+def _lazy_reference(case: P.Case, X: np.ndarray) -> Callable[[], np.ndarray]:
+    """The float64 reference, built when a peer first needs it: never for an all-skipped case."""
+    cache: list[np.ndarray] = []
+
+    def reference() -> np.ndarray:
+        if not cache:
+            cache.append(P.reference(case, X))
+        return cache[0]
+
+    return reference
 
 
-def _measure(r: Result, peer, case, X, reference, config: BenchConfig, done: BenchResults):
+def _first_call(r: Result, peer, case, X, reference, config, done: BenchResults) -> _Timed | None:
+    """Skip, or make the first call at this n and check it; None unless steady calls follow."""
+
     def skip(reason):
         r.status, r.reason = "skipped", reason
 
@@ -342,19 +378,65 @@ def _measure(r: Result, peer, case, X, reference, config: BenchConfig, done: Ben
             r.new_n_call_s = compile_s + time.perf_counter() - t0
             r.max_rel_err = max_rel_err(peer.to_numpy(value), reference())
             r.within_bound = r.max_rel_err <= error_bound(case.dtype, case.n)
-            del value
-            r.steady_s, r.repeats = _steady(call, config, first=r.new_n_call_s)
     except Exception as err:  # a peer failing is a result to report, not a reason to stop
-        r.status, r.reason = "failed", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        _failed(r, err)
         return None
+    return _Timed(r, peer, case, X, call, estimate)
+
+
+def _failed(r: Result, err: Exception) -> None:
+    r.status, r.reason = "failed", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    r.steady_s = None
+
+
+def _steady_rounds(timed: list[_Timed], config: BenchConfig) -> None:
+    """Median of repeated calls, gathered in ROUNDS rounds over all of a case's peers.
+
+    Each peer makes at least min_repeats calls in all and keeps calling until target_s is
+    spent, a share of both per round, within max_repeats and its time budget.
+    """
+    for k in range(1, ROUNDS + 1):
+        for t in timed:
+            if t.result.status != "ok":
+                continue
+            try:
+                with t.peer.context(t.case):
+                    _time_calls(t, config, share=k / ROUNDS)
+            except Exception as err:  # as in _first_call
+                _failed(t.result, err)
+    for t in timed:
+        if t.result.status == "ok":
+            t.result.steady_s, t.result.repeats = statistics.median(t.times), len(t.times)
+
+
+def _time_calls(t: _Timed, config: BenchConfig, share: float) -> None:
+    times = t.times
+    budget_left = config.time_budget_s - t.result.new_n_call_s
+    want_calls = math.ceil(config.min_repeats * share)
+    max_calls = math.ceil(config.max_repeats * share)
+    while len(times) < max_calls:
+        spent = sum(times)
+        if len(times) >= want_calls and spent >= config.target_s * share:
+            return
+        if times and spent + statistics.median(times) > budget_left:
+            return
+        t0 = time.perf_counter()
+        t.call()
+        times.append(time.perf_counter() - t0)
+
+
+def _memory(t: _Timed) -> None:
+    """Peak memory, measured after the timed calls (measuring may compile: never warm them)."""
+    r = t.result
+    if r.status != "ok":
+        return
     try:
-        with peer.context(case):
-            r.peak_bytes, r.peak_method = peer.measured_bytes(case, X, call)
+        with t.peer.context(t.case):
+            r.peak_bytes, r.peak_method = t.peer.measured_bytes(t.case, t.X, t.call)
     except Exception as err:  # memory is reported where it can be measured, and only there
         r.peak_bytes, r.peak_method = None, f"not measured ({type(err).__name__})"
     if r.peak_bytes is None:
-        r.peak_bytes, r.peak_method = estimate, "estimate"
-    return None
+        r.peak_bytes, r.peak_method = t.estimate, "estimate"
 
 
 def _size(nbytes: float) -> str:
@@ -384,22 +466,6 @@ def _predict_seconds(r: Result, peer, done: BenchResults) -> float | None:
     last = max(prev, key=lambda x: x.n)
     power = 3 if peer.cubic and r.op == "grad_map" else 2
     return last.steady_s * (r.n / last.n) ** power
-
-
-def _steady(call, config: BenchConfig, first: float) -> tuple[float, int]:
-    """Median of repeated calls: at least min_repeats, then until target_s is spent."""
-    times: list[float] = []
-    budget_left = config.time_budget_s - first
-    while len(times) < config.max_repeats:
-        spent = sum(times)
-        if len(times) >= config.min_repeats and spent >= config.target_s:
-            break
-        if times and spent + statistics.median(times) > budget_left:
-            break
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times)
 
 
 def max_rel_err(out, ref: np.ndarray) -> float:
