@@ -203,6 +203,11 @@ def test_integer_arrays_and_weights_take_the_float_dtype_of_the_points():
         assert_close(G, kg.grad_sum(k, X32, mode=mode), np.float32)
     assert kg.gram_matvec(k, X32, None, np.ones((4, 2))).dtype == np.float32
     assert kg.grad_sum(k, np.arange(4), weights=np.ones(4, np.float32)).dtype == np.float32
+    # Python scalars and lists have no dtype of their own: the float32 array decides.
+    assert kg.grad(k, 0.5, X32[:, 0]).dtype == np.float32
+    assert kg.grad(k, [0.5, -0.5], X32).dtype == np.float32
+    assert kg.grad_sum(k, X32, weights=[1.0, 2.0, 3.0, 4.0]).dtype == np.float32
+    assert kg.gram(k, X32.tolist()).dtype == np.float64  # nothing else to follow
     assert kg.gram(k, X32, np.arange(6).reshape(3, 2)).dtype == np.float32
     assert kg.gram_matvec(k, X32, None, np.ones(4, dtype=bool)).dtype == np.float32
 
@@ -222,6 +227,7 @@ def test_array_type_and_float_dtype_are_preserved(name):
         "lists": ((X.tolist(), Y.tolist(), w.tolist()), np.ndarray, np.float64),
         "jax_f32": (tuple(map(jnp.asarray, (X, Y, w))), jax.Array, np.float32),
         "mixed": ((X.astype(np.float32), jnp.asarray(Y), w), jax.Array, np.float32),
+        "jax_x_numpy_y": ((jnp.asarray(X), Y.astype(np.float32), w), jax.Array, np.float32),
     }
     for label, (args, array_type, dtype) in combos.items():
         for mode in ("closed", "forward"):

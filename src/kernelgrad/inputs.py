@@ -113,6 +113,29 @@ def _points(name: str, value, *, single: bool = False):
     raise ValueError(f"{name} must have shape {what}, got shape {tuple(arr.shape)}.")
 
 
+def _common_dtype(arrays, originals):
+    """The float dtype of a problem, from its coerced arrays and what the caller passed.
+
+    The points' dtype decides and weights follow it (``np.ones(m)`` must not widen float32
+    points to float64). Integer inputs take the float dtype of the others. Python scalars and
+    lists carry no dtype of their own, so, as in JAX, they are weak: a float32 array wins.
+    """
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) == 1:
+        dtype = dtypes.pop()
+        return dtype if dtype.kind == "f" else np.dtype(np.float64)
+    for strong in (True, False):
+        for group in (slice(0, 2), slice(2, None)):  # points first, then weights
+            dtypes = {
+                a.dtype
+                for a, orig in zip(arrays[group], originals[group], strict=False)
+                if a.dtype.kind == "f" and hasattr(orig, "dtype") == strong
+            }
+            if dtypes:
+                return dtypes.pop() if len(dtypes) == 1 else np.result_type(*dtypes)
+    return np.dtype(np.float64)
+
+
 def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> Problem:
     """Validate a transform's arguments and bring them to a common float dtype."""
     if not isinstance(k, AbstractKernel):
@@ -166,14 +189,7 @@ def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> 
     # Hyperparameters traced by jax.grad over the kernel make every output a tracer, so such a
     # problem must take the JAX path even when the points are NumPy arrays.
     is_jax = facts(k).traced or any(type(a) is not np.ndarray for a in arrays)
-    # The points' float dtype decides: weights follow it (np.ones(m) must not widen float32
-    # points to float64), and integer inputs take the float dtype of the others.
-    dtypes = (
-        {a.dtype for a in arrays[:2] if a.dtype.kind == "f"}
-        or {a.dtype for a in arrays[2:] if a.dtype.kind == "f"}
-        or {np.dtype(np.float64)}
-    )
-    dtype = dtypes.pop() if len(dtypes) == 1 else np.result_type(*dtypes)
+    dtype = _common_dtype(arrays, (X, X if Y is None else Y, W))
     if not is_jax:
         arrays = [a.astype(dtype, copy=False) for a in arrays]
     else:
