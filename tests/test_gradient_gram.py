@@ -168,3 +168,9 @@ def test_sharded_matvec_over_four_devices_matches_dense(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_a_dense_matrix_that_cannot_fit_is_refused_and_matvec_is_named():
+    op = kg.gradient_gram(kg.RBF(), np.zeros((30_000, 100)))  # (3.03e6)^2 float64: 73 TB
+    with pytest.raises(MemoryError, match=r"op\.matvec"):
+        op.to_dense()

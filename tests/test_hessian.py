@@ -151,3 +151,9 @@ def test_float32_against_float64_at_a_realistic_size(rng):
     got = kg.cross_hessian(k, X.astype(np.float32), Y.astype(np.float32))
     assert got.dtype == np.float32
     assert_close(got, ref, np.float32)
+
+
+def test_a_cross_hessian_that_cannot_fit_is_refused_before_allocating():
+    X = np.zeros((100_000, 10))  # H would be 10^12 float64 entries: 8 TB
+    with pytest.raises(MemoryError, match="cross_hessian"):
+        kg.cross_hessian(kg.RBF(), X)

@@ -37,7 +37,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
-from . import autodiff, hessian, reductions, rules, sharding
+from . import autodiff, hessian, memory, reductions, rules, sharding
 from .hessian import Field
 from .inputs import prepare
 from .kernels import AbstractKernel
@@ -316,7 +316,17 @@ class GradientGram(eqx.Module):
         return self.matvec(v)
 
     def to_dense(self) -> Float[Array, "N M"]:
-        """The full matrix, (n (d + 1), m (d + 1)): O(n m d^2) memory, for small problems."""
+        """The full matrix, (n (d + 1), m (d + 1)): O(n m d^2) memory, for small problems.
+
+        Raises :class:`kernelgrad.memory.DenseTooLargeError` (a ``MemoryError``) before
+        allocating anything when the matrix cannot fit.
+        """
+        try:
+            memory.check_dense("gradient_gram(k, X, Y).to_dense()", self.shape, self.dtype, self.X)
+        except memory.DenseTooLargeError as err:
+            raise memory.DenseTooLargeError(
+                f"{err} For products with the operator, op.matvec(v) needs only O((n + m) d)."
+            ) from None
         return self._call(_dense)
 
     def diagonal(self) -> Float[Array, " N"]:

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from . import engine, rules
+from . import engine, memory, rules
 from . import kernels as K
 from .inputs import Problem, check_mode, prepare
 
@@ -343,6 +343,7 @@ def cross_hessian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d d"
     """
     p = prepare(k, X, Y)
     method = method_for(p, mode, "cross_hessian")
+    memory.check_dense("cross_hessian", (p.n, p.m, p.d, p.d), p.dtype, p.X)
     if p.n == 0 or p.m == 0:
         out = (jnp if p.is_jax else np).zeros((p.n, p.m, p.d, p.d), p.dtype)
     else:
