@@ -23,6 +23,10 @@ Kernels without closed-form rules (pair functions) use AD per tile: ``"reverse"`
 default for them) pushes V through one JVP in y and pulls the gradient rows back with one
 VJP in x, O(n m) pair evaluations times a constant, storing O(rows x cols x d) per tile;
 ``"forward"`` replaces the VJP by d JVPs in x, d times the work with no stored tape.
+
+**Devices.** With several local devices the rows of X are split over them (``shard_map`` on
+:func:`kernelgrad.sharding.row_mesh`); Y and v are replicated, and since row i of the
+product depends on x_i alone, no device waits on another.
 """
 
 from __future__ import annotations
