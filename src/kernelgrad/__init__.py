@@ -29,11 +29,11 @@ __version__ = "0.1.0"
 from . import compile_cache as _compile_cache
 
 _compile_cache.enable_default()
-from .hessian import cross_hessian
-from .gradient_kernel import GradientGram
-from .gradient_kernel import gradient_gram
-from .hyper import hyper_grad
-from .gp import GradientGP
-from .gp import Posterior
-from .gp import FitResult
-from .gp import fit
+from .hessian import cross_hessian  # noqa: E402 (after the compile-cache call above)
+from .gradient_kernel import GradientGram  # noqa: E402 (after the compile-cache call above)
+from .gradient_kernel import gradient_gram  # noqa: E402 (after the compile-cache call above)
+from .hyper import hyper_grad  # noqa: E402 (after the compile-cache call above)
+from .gp import GradientGP  # noqa: E402 (after the compile-cache call above)
+from .gp import Posterior  # noqa: E402 (after the compile-cache call above)
+from .gp import FitResult  # noqa: E402 (after the compile-cache call above)
+from .gp import fit  # noqa: E402 (after the compile-cache call above)
