@@ -280,6 +280,29 @@ def test_a_user_pair_function_is_a_kernel(rng):
     assert_close(kg.gram(k + kg.Linear(), X, Y), expected + X @ Y.T)
 
 
+def _elementwise_rbf(x, y):
+    return jnp.exp(-0.5 * (x - y) ** 2)  # no reduction: shape (d,), a scalar only in 1-D
+
+
+ELEMENTWISE = kg.kernel(_elementwise_rbf)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_a_pair_function_must_return_a_scalar(mode):
+    """A non-scalar pair function is a clear ValueError in every transform, not a wrong shape.
+
+    In one dimension a shape (1,) result is accepted: the forum's 1-D kernel written
+    elementwise is exp(-(x - y)^2 / 2), which is RBF.
+    """
+    X = np.zeros((3, 2))
+    for name in ("gram", "jacobian", "grad_sum"):
+        with pytest.raises(ValueError, match=r"returned shape \(2,\).*scalar"):
+            getattr(kg, name)(ELEMENTWISE, X, mode=mode)
+    x = np.linspace(-1.0, 1.0, 5)
+    assert_close(kg.gram(ELEMENTWISE, x, mode=mode), kg.gram(kg.RBF(), x))
+    assert_close(kg.grad_sum(ELEMENTWISE, x, mode=mode), kg.grad_sum(kg.RBF(), x))
+
+
 def test_the_forums_buggy_kernel_is_expressible(rng):
     """The post's r2 = -2 x y + (x + y), written as a pair function and evaluated in 1-D."""
     k = BY_ID["pair_forum"].kernel

@@ -557,7 +557,18 @@ class PairFunction(AbstractKernel):
     fn: Callable = eqx.field(static=True)
 
     def __call__(self, x, y):
-        return self.fn(x, y)
+        value = self.fn(x, y)
+        # Shapes are static, so this check also runs (once, at trace time) under jit and vmap.
+        if jnp.shape(value) == (1,) and jnp.shape(x) == (1,):
+            # A 1-D kernel written elementwise, exp(-(x - y)^2 / 2), as in the forum.
+            return value[0]
+        if jnp.shape(value) != ():
+            raise ValueError(
+                f"The pair function {getattr(self.fn, '__name__', self.fn)!r} returned shape "
+                f"{jnp.shape(value)} for points of shape {jnp.shape(x)}; a kernel must return "
+                "a scalar (reduce over the coordinates, e.g. with jnp.sum)."
+            )
+        return value
 
     @property
     def has_closed_form(self):
