@@ -409,3 +409,28 @@ def test_inputs_inside_jit_keep_their_validation():
         jax.jit(lambda A: kg.gram(kg.RBF(), A, jnp.zeros((3, 3))))(jnp.zeros((4, 2)))
     with pytest.raises(ValueError, match="weights"):
         jax.jit(lambda A: kg.grad_sum(kg.RBF(), A, None, jnp.ones(2)))(jnp.zeros((4, 2)))
+
+
+RANK_PROMOTION_BUG = pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason=(
+        "library bug: the closed-form rules broadcast (n, d) against (d,) (rules.centre, the "
+        "lengthscale scaling), which a user's jax_numpy_rank_promotion='raise' refuses"
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    "mode", ["forward", "reverse", pytest.param("closed", marks=RANK_PROMOTION_BUG)]
+)
+@pytest.mark.usefixtures("strict_rank_promotion")
+def test_transforms_run_under_the_users_strict_rank_promotion(mode):
+    """A user's own JAX strictness setting must not break the library's internals."""
+    rng = np.random.default_rng(6)
+    k = kg.Matern52(lengthscale=[0.7, 1.3, 2.1])
+    X, w = sample_points(rng, 5, 3), rng.normal(size=5)
+    expected = kg.grad_sum(k, X, None, w)  # NumPy: computed before, outside JAX
+    G = kg.grad_sum(k, jnp.asarray(X, jnp.float32), None, jnp.asarray(w, jnp.float32), mode=mode)
+    assert_close(G, expected, np.float32)
+    assert kg.gram(k, jnp.asarray(X, jnp.float32), mode=mode).shape == (5, 5)
