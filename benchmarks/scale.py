@@ -3,6 +3,7 @@
 Run: ``python benchmarks/scale.py [--n 200000] [--dense-n 4000] [--json out.json]``
      ``python benchmarks/scale.py --crossover`` (the measurement behind TILED_MIN_PAIRS)
      ``python benchmarks/scale.py --blocks`` (the measurement behind the CPU tile shape)
+     ``python benchmarks/scale.py --accuracy`` (float32 error against the data's spread)
 
 Everything is float64, d = 3, the RBF kernel, on NumPy input (so x64 is local to each call).
 
@@ -17,6 +18,8 @@ Everything is float64, d = 3, the RBF kernel, on NumPy input (so x64 is local to
 * **crossover**: dense program and tiled program side by side for growing n = m (median of
   repeats, after a warm-up), in float64 and float32.
 * **blocks**: the tiled program at n = 2048, m = 131072 for several (rows, cols) tile shapes.
+* **accuracy**: float32 ``grad_sum`` over m = 10^6 columns (n = 32) against NumPy float64,
+  as the data's extent grows relative to the lengthscale (see docs/scale.md, Accuracy).
 """
 
 from __future__ import annotations
@@ -134,6 +137,49 @@ _BLOCKS = textwrap.dedent(
     """
 )
 
+_ACCURACY = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    import kernelgrad as kg
+    n, m = 32, int(sys.argv[1])
+    out = []
+    for spread, lengthscale in json.loads(sys.argv[2]):
+        rng = np.random.default_rng(0)
+        X = rng.uniform(-spread, spread, (n, 3))
+        Y = rng.uniform(-spread, spread, (m, 3))
+        w = rng.uniform(0.5, 1.5, m)
+        G = kg.grad_sum(
+            kg.RBF(lengthscale=lengthscale),
+            *jax.device_put((X.astype(np.float32), Y.astype(np.float32), w.astype(np.float32))),
+        )
+        G = np.asarray(G, np.float64)
+        ref = np.empty_like(X)
+        for i, x in enumerate(X):  # NumPy float64, the difference form
+            diff = x - Y
+            k = np.exp(-np.sum(diff * diff, axis=1) / (2 * lengthscale**2))
+            ref[i] = -(w * k) @ diff / lengthscale**2
+        err = float(np.max(np.abs(G - ref)) / np.max(np.abs(ref)))
+        out.append({"spread": spread, "lengthscale": lengthscale, "rel_err": err})
+    print(json.dumps(out))
+    """
+)
+
+#: (half-width of the uniform data, lengthscale) pairs for ``--accuracy``.
+ACCURACY_CASES = [(1.5, 0.8), (10.0, 0.5), (3.0, 0.1), (100.0, 1.0)]
+
+
+def run_accuracy(m: int) -> list[dict]:
+    """float32 tiled grad_sum over m columns against NumPy float64, for several spreads."""
+    rows = _child(_ACCURACY, m, json.dumps(ACCURACY_CASES))
+    for row in rows:
+        print(
+            f"float32, m = {m}, data in [-{row['spread']}, {row['spread']}]^3, lengthscale "
+            f"{row['lengthscale']}: relative error {row['rel_err']:.1e}"
+        )
+    return rows
+
+
 BLOCK_SHAPES = [(512, 2048), (256, 4096), (64, 16384), (32, 65536), (16, 65536), (8, 131072)]
 
 
@@ -199,13 +245,16 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--crossover", action="store_true")
     parser.add_argument("--blocks", action="store_true", help="sweep the tile shape")
+    parser.add_argument("--accuracy", action="store_true", help="float32 error vs data spread")
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[512, 1024, 1536, 2048, 3072, 4096, 6144]
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     started = time.time()
-    if args.blocks:
+    if args.accuracy:
+        result = {"accuracy": run_accuracy(1_000_000)}
+    elif args.blocks:
         result = {"blocks": run_blocks(2048, 131072, args.repeats), "load": _load()}
     elif args.crossover:
         result = {"crossover": run_crossover(args.sizes, args.repeats), "load": _load()}

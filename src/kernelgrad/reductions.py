@@ -16,10 +16,11 @@ Everything here rests on one primitive, :func:`tiled_row_reduce`. Its contract:
 
 * Result: ``out[i] = sum over column blocks of tile_fn(...)[i]``, of shape (n, p), in the
   dtype of ``tile_fn``'s output.
-* Memory is O((n + m) d + rows * cols): never an n x m buffer. Row blocks run one after
-  another (``lax.map``); within a row block the column blocks are scanned (``lax.scan``)
-  and added with Kahan's compensated summation, so a float32 sum over 10^6 columns keeps
-  the accuracy of one block's sum rather than losing a bit per block.
+* Memory is O((n + m) d + n p + rows * cols): never an n x m buffer. Column blocks are
+  scanned (``lax.scan``); for each, the row blocks run one after another (``lax.map``),
+  and each row's sums over column blocks are added with Kahan's compensated summation, so
+  a float32 sum over 10^6 columns keeps the accuracy of one block's sum rather than losing
+  a bit per block.
 * Ragged n and m need no special care from ``tile_fn``: rows are padded with copies of the
   first row, columns with copies of the first column and weight 0, so a padded point is a
   real point (no NaN from, say, a distance of 0/0) that adds nothing.
@@ -42,19 +43,20 @@ from jax import lax
 from . import autodiff, rules
 
 #: grad_sum and gram_matvec switch from one dense program to the tiled one above this many
-#: (i, j) pairs (after bucket padding). Measured by ``benchmarks/scale.py --crossover`` on
-#: 2 shared CPU cores (RBF, d = 3, interleaved medians): the two run level up to n = m of
-#: about 1500 in float64 and 2048 in float32; at n = m = 4096 the tiled program is 1.7x
-#: faster in both, as the dense program's n x m intermediates fall out of cache and its
-#: memory grows as n m. See docs/scale.md for the table.
-TILED_MIN_PAIRS = 2048 * 2048
+#: (i, j) pairs. Measured by ``benchmarks/scale.py --crossover`` on 2 shared CPU cores (RBF,
+#: d = 3, interleaved medians): the two run level up to n = m = 1536 (tiled/dense 0.86-1.12),
+#: and from n = m = 2048 the tiled program is ahead, 1.3-1.7x, growing to 1.7-2.2x at 4096
+#: as the dense program's n x m intermediates fall out of cache (its memory grows as n m).
+#: See docs/scale.md for the table.
+TILED_MIN_PAIRS = 1536 * 1536
 
-#: Default block shape (rows, columns) per platform. On the CPU, few rows against many
-#: columns measured 2.5-5x faster than square-ish tiles (``benchmarks/scale.py --blocks``:
-#: 16 x 65536 against 512 x 2048), with a tile of 1M pairs (8 MB of float64 coefficients).
+#: Default block shape (rows, columns) per platform. On the CPU (``benchmarks/scale.py
+#: --blocks``, n = 2048, m = 131072) shapes from 512 x 2048 to 16 x 65536 ran level in
+#: float64, and 512 x 2048 was the fastest in float32 (1.9e9 pairs/s against 1.5e9 for
+#: 16 x 65536); its tile is 1M pairs (8 MB of float64 coefficients), near the cache.
 #: GPUs want bigger tiles to fill the device: 1024 x 8192 is 8M pairs per step
 #: (``benchmarks/gpu_scale.py`` sweeps others; no GPU measurement yet).
-DEFAULT_BLOCKS = {"cpu": (16, 65536), "gpu": (1024, 8192)}
+DEFAULT_BLOCKS = {"cpu": (512, 2048), "gpu": (1024, 8192)}
 
 #: Tiled programs are compiled for sizes rounded up to one of this many steps per octave
 #: (:func:`bucket`): finer than the engine's dense buckets, since at these sizes padding
@@ -192,22 +194,25 @@ def tiled_row_reduce(
     Yb = _blocks(_pad_leading(Y, col_count * cols, True), col_count, cols)
     Wb = _blocks(_pad_leading(W, col_count * cols, False), col_count, cols)
 
-    def one_row_block(x_block):
-        def step(carry, col):
-            total, lost = carry
-            # Kahan: ``lost`` is the low-order part that the last addition rounded away.
-            part = tile_fn(x_block, *col) - lost
-            new_total = total + part
-            return (new_total, (new_total - total) - part), None
+    def row_blocks(col):
+        """Every row block against one column block: (row_count, rows, p)."""
+        return lax.map(lambda x_block: tile_fn(x_block, *col), Xb)
 
-        # Starting from the first block's sums (not from constant zeros) keeps the carry's
-        # type identical to the body's, also under shard_map where values vary per device.
-        first = tile_fn(x_block, *jax.tree.map(lambda a: a[0], (Yb, Wb)))
-        rest = jax.tree.map(lambda a: a[1:], (Yb, Wb))
-        (total, lost), _ = lax.scan(step, (first, jnp.zeros_like(first)), rest)
-        return total - lost
+    def step(carry, col):
+        total, lost = carry
+        # Kahan: ``lost`` is the low-order part that the last addition rounded away.
+        part = row_blocks(col) - lost
+        new_total = total + part
+        return (new_total, (new_total - total) - part), None
 
-    out = lax.map(one_row_block, Xb)  # (row_count, rows, p)
+    # Columns outside, rows inside: XLA:CPU ran the other nesting (a column scan inside
+    # each row block) 2-3x slower. Starting from the first block's sums (not from constant
+    # zeros) keeps the carry's type identical to the body's, also under shard_map where
+    # values vary per device.
+    first = row_blocks(jax.tree.map(lambda a: a[0], (Yb, Wb)))
+    rest = jax.tree.map(lambda a: a[1:], (Yb, Wb))
+    (total, lost), _ = lax.scan(step, (first, jnp.zeros_like(first)), rest)
+    out = total - lost  # (row_count, rows, p)
     return out.reshape(row_count * rows, -1)[:n]
 
 
