@@ -108,11 +108,6 @@ def test_growing_n_on_the_tiled_path_compiles_per_bucket_not_per_n(monkeypatch, 
     assert count["n"] <= len(buckets)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transforms._with_unit_weights builds the default weights with jnp.ones(n), "
-    "which compiles a program per n; building them in NumPy and device_put would not",
-)
 def test_default_unit_weights_do_not_compile_per_n(rng):
     points = rng.uniform(-1.0, 1.0, (200, 3)).astype(np.float32)
     with count_compiles() as count:

@@ -411,19 +411,7 @@ def test_inputs_inside_jit_keep_their_validation():
         jax.jit(lambda A: kg.grad_sum(kg.RBF(), A, None, jnp.ones(2)))(jnp.zeros((4, 2)))
 
 
-RANK_PROMOTION_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "library bug: the closed-form rules broadcast (n, d) against (d,) (rules.centre, the "
-        "lengthscale scaling), which a user's jax_numpy_rank_promotion='raise' refuses"
-    ),
-)
-
-
-@pytest.mark.parametrize(
-    "mode", ["forward", "reverse", pytest.param("closed", marks=RANK_PROMOTION_BUG)]
-)
+@pytest.mark.parametrize("mode", ["forward", "reverse", "closed"])
 @pytest.mark.usefixtures("strict_rank_promotion")
 def test_transforms_run_under_the_users_strict_rank_promotion(mode):
     """A user's own JAX strictness setting must not break the library's internals."""

@@ -96,23 +96,13 @@ def test_matern12_takes_the_zero_subgradient_at_r_zero_and_documents_it():
         assert 0.5 * (J[0] + J[1]) == pytest.approx(J[2], abs=1e-9)
 
 
-EXPANSION_SNAPS_TO_ZERO = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: for d > rules.DIFFERENCE_FORM_MAX_DIMS, squared_distance's expansion "
-        "snaps any s below 8 eps (|x|^2 + |y|^2) to 0, so closed-mode Matern 1/2 takes its "
-        "r = 0 subgradient (0) at distinct near-duplicate points, where the slope is v / l"
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "d, mode",
     [
         (1, "closed"),
         (20, "forward"),
         (20, "reverse"),
-        pytest.param(20, "closed", marks=EXPANSION_SNAPS_TO_ZERO),
+        (20, "closed"),
     ],
 )
 def test_matern12_slope_at_distinct_near_duplicates(d, mode):
@@ -166,7 +156,8 @@ def test_squared_distances_are_never_negative(xp, offset, dtype, d, rng):
             "raw": (X, X),
             "centred": rules.centre(np, X, X),
         }.items():
-            s = np.asarray(rules.squared_distance(xp, xp.asarray(A), xp.asarray(B), weights))
+            A, B = xp.asarray(A), xp.asarray(B)
+            s = np.asarray(rules.squared_distance(xp, A, B, A, B, weights))
             assert s.dtype == dtype
             assert np.all(s >= 0), f"{label}: min {s.min()}"
             assert np.all(np.diag(s) == 0), f"{label}: diag {np.diag(s).max()}"

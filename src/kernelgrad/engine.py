@@ -104,6 +104,13 @@ def _run_jax(op: str, method: str, p: Problem):
 
 def run(op: str, method: str, p: Problem):
     """Compute ``op`` by ``method`` on a validated problem; returns the caller's array type."""
+    # The rules broadcast NumPy-style ((n, d) against (d,)); a user's strict
+    # jax_numpy_rank_promotion is about their code, not ours.
+    with jax.numpy_rank_promotion("allow"):
+        return _run(op, method, p)
+
+
+def _run(op: str, method: str, p: Problem):
     if p.is_jax:
         return _run_jax(op, method, p)
     if method == "closed" and p.n * p.m <= EAGER_MAX_PAIRS:

@@ -134,29 +134,6 @@ def _outer_products(dx: tuple[Vec, ...], dy: tuple[Vec, ...]) -> tuple[Outer, ..
     return tuple(Outer(a.coef * b.coef, a.field, b.field) for a in dx for b in dy)
 
 
-def squared_distance(xp, Xc, Yc, w):
-    """s[i, j] = sum_a w_a (x_ia - y_ja)^2, exactly 0 for coincident points, in any fusion.
-
-    :func:`kernelgrad.rules.squared_distance` scales the points before subtracting them. XLA:CPU
-    recomputes s inside every fusion that reads it, and contracts ``x * c - y * c`` to an FMA
-    in some of them, so a duplicate point had s = 0 in one fusion and s ~ 1e-33 in another.
-    The two ``where``s of a Matern profile's safe square root then disagreed, and Matern 5/2
-    with ARD lengthscales returned 7/3 of its variance at r = 0 (jax 0.10.2). Subtracting
-    first gives an exact 0 whatever is contracted; second derivatives live at r = 0, so here
-    that matters. High d keeps the one-matmul expansion, whose noise floor snaps to 0.
-    """
-    d = Xc.shape[1]
-    if d > rules.DIFFERENCE_FORM_MAX_DIMS:
-        return rules.squared_distance(xp, Xc, Yc, w)
-    w = xp.broadcast_to(w, (d,))
-    s = None
-    for a in range(d):
-        diff = Xc[:, a, None] - Yc[None, :, a]
-        term = w[a] * (diff * diff)
-        s = term if s is None else s + term
-    return s
-
-
 def tile2(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc) -> Tile2:
     """Closed-form :class:`Tile2` of ``kernel`` on X (n, d) against Y (m, d).
 
@@ -166,7 +143,7 @@ def tile2(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc) -> Tile2:
     if isinstance(kernel, K.AbstractStationaryKernel):
         w = kernel.inverse_sq_scale(xp, dtype)
         params = kernel.profile_params(xp, dtype)
-        s = squared_distance(xp, Xc, Yc, w)
+        s = rules.squared_distance(xp, X, Y, Xc, Yc, w)
         v = xp.asarray(kernel.variance, dtype=dtype)
         d1 = v * kernel.df(xp, s, params)
         diff = Field("diff", w)

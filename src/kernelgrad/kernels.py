@@ -122,6 +122,9 @@ class AbstractStationaryKernel(AbstractKernel):
     variance: Any
     lengthscale: Any
 
+    #: Whether the kernel is differentiable at r = 0 (Matern 1/2 has a kink there).
+    differentiable_at_zero = True
+
     #: Whether d2f is finite at s = 0, i.e. the kernel is twice differentiable at r = 0.
     twice_differentiable_at_zero = True
 
@@ -235,6 +238,7 @@ class Matern12(AbstractStationaryKernel):
     are refused.
     """
 
+    differentiable_at_zero = False
     twice_differentiable_at_zero = False
 
     @staticmethod

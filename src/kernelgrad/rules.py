@@ -53,15 +53,22 @@ def matmul(xp, a, b):
     return xp.matmul(a, b, precision="highest")
 
 
-def squared_distance(xp, X, Y, weights):
-    """s[i, j] = sum_a weights_a (x_ia - y_ja)^2, never negative. X, Y should be centred."""
+def squared_distance(xp, X, Y, Xc, Yc, weights, *, expand: bool | None = None):
+    """s[i, j] = sum_a weights_a (x_ia - y_ja)^2, never negative.
+
+    ``Xc`` and ``Yc`` are X and Y shifted by one common centre, for the expansion. ``expand``
+    defaults to "above DIFFERENCE_FORM_MAX_DIMS dimensions".
+    """
     d = X.shape[1]
+    if expand is None:
+        expand = d > DIFFERENCE_FORM_MAX_DIMS
     root = xp.sqrt(weights)  # a scalar or (d,): either broadcasts against the points
-    if d <= DIFFERENCE_FORM_MAX_DIMS:
+    if not expand:
         # One 2-D expression per dimension: XLA:CPU fuses these, whereas broadcasting to an
         # (n, m, d) tensor with a short trailing axis runs an order of magnitude slower.
-        # Differences come before scaling: x r - y r may be contracted into an FMA that is
-        # not exactly 0 for duplicate points, where Matern 1/2 needs s = 0 exactly.
+        # Raw points, differenced before scaling: exact for near-duplicates, and exactly 0
+        # for duplicates whatever XLA contracts (x r - y r as an FMA is not 0). Matern 1/2
+        # needs that 0, and Matern profiles' safe square roots must agree in every fusion.
         root = xp.broadcast_to(root, (d,))
         s = 0.0
         for a in range(d):
@@ -69,12 +76,12 @@ def squared_distance(xp, X, Y, weights):
             s = s + diff * diff
         return s
     # Scaling the points first saves a pass over the (n, m) result.
-    Xs, Ys = X * root, Y * root
+    Xs, Ys = Xc * root, Yc * root
     norms = xp.sum(Xs * Xs, axis=1)[:, None] + xp.sum(Ys * Ys, axis=1)[None, :]
     s = norms - 2.0 * matmul(xp, Xs, Ys.T)
     # The expansion cancels: its rounding error is about eps * (|x|^2 + |y|^2), and it can
     # even dip below zero. Anything under that noise floor is indistinguishable from a
-    # duplicate point, so it becomes exactly 0 (where Matern 1/2 takes its zero subgradient).
+    # duplicate point, so it becomes exactly 0.
     floor = (8 * xp.finfo(s.dtype).eps) * norms
     return xp.where(s > floor, s, 0.0)
 
@@ -108,7 +115,10 @@ def tile(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc, *, need_value: bool = True)
     if family is K.AbstractStationaryKernel:
         inv_sq = cls.inverse_sq_scale(kernel, xp, dtype)
         params = cls.profile_params(kernel, xp, dtype)
-        s = squared_distance(xp, Xc, Yc, inv_sq)
+        # A kernel with a kink at r = 0 (Matern 1/2) must tell near-duplicates from
+        # duplicates at any d: the expansion's noise floor would blur them.
+        expand = X.shape[1] > DIFFERENCE_FORM_MAX_DIMS and cls.differentiable_at_zero
+        s = squared_distance(xp, X, Y, Xc, Yc, inv_sq, expand=expand)
         variance = xp.asarray(kernel.variance, dtype=dtype)
         value = variance * cls.f(xp, s, params) if need_value else None
         coef = variance * cls.df(xp, s, params)
@@ -149,8 +159,8 @@ def gram(kernel, xp, X, Y):
 
 def jacobian(kernel, xp, X, Y):
     """J[i, j, a] = d k(x_i, y_j) / d x_ia: (n, m, d)."""
-    # Centred: squared_distance scales the points before differencing them, which loses
-    # eps * |x| / |x - y| of relative precision; on points far from the origin that is a lot.
+    # Centred for the expansion (d > DIFFERENCE_FORM_MAX_DIMS), which cancels less on
+    # points near the origin; differences always come from the raw points.
     parts = []
     for term in tile(kernel, xp, X, Y, *centre(xp, X, Y), need_value=False).terms:
         factor = X[:, None, :] - Y[None, :, :] if term.kind == "diff" else Y[None, :, :]

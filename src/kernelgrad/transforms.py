@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -159,7 +160,14 @@ def gram_matvec(k, X, Y=None, W=None, *, mode: str = "auto") -> Float[Array, "n 
 
 
 def _with_unit_weights(p: Problem) -> Problem:
-    return replace(p, W=(jnp if p.is_jax else np).ones(p.m, p.dtype))
+    ones = np.ones(p.m, p.dtype)
+    if p.is_jax and not isinstance(p.X, jax.core.Tracer):
+        # Built in NumPy and transferred: jnp.ones (or jnp.asarray) would compile a
+        # program per m.
+        ones = jax.device_put(ones)
+    elif p.is_jax:
+        ones = jnp.ones(p.m, p.dtype)
+    return replace(p, W=ones)
 
 
 __all__ = ["MODES", "gram", "grad", "jacobian", "grad_sum", "gram_matvec"]
