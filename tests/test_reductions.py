@@ -55,10 +55,9 @@ def test_tiled_grad_sum_matches_dense_for_every_kernel(case, rng):
     expected = np.einsum("ija,j->ia", pairwise_jacobian(case.kernel, X, Y), w)
     dense = np.asarray(kg.grad_sum(case.kernel, X, Y, w))  # the untiled path, same library
     assert max_relative_error(dense, expected) <= F64_RTOL
-    # Closed form for built-ins; the pair functions go through both AD methods per tile.
-    methods = _methods(case) if case.id in ("rbf", "pair_rbf", "pair_forum") else ["closed"]
-    methods = [m for m in methods if m in _methods(case)] or ["forward"]
-    for method in methods:
+    # Every method for a built-in and the pair functions (AD tiles); the closed form else.
+    every = case.id in ("rbf", "pair_rbf", "pair_forum")
+    for method in _methods(case) if every else _methods(case)[:1]:
         got = _tiled("grad_sum", method, case.kernel, X, Y, w, **BLOCKS)
         assert got.shape == (N, case.dim())
         assert max_relative_error(got, expected) <= F64_RTOL, method
@@ -90,6 +89,8 @@ def test_public_calls_route_to_the_tiled_path_above_the_threshold(monkeypatch, r
     assert len(X) * len(Y) > engine.EAGER_MAX_PAIRS
     dense_g = kg.grad_sum(case.kernel, X, Y, w)
     dense_k = kg.gram_matvec(case.kernel, X, Y, w)
+    W = np.stack([w, np.cos(w)], axis=1)  # (m, 2)
+    dense_kp = kg.gram_matvec(case.kernel, X, Y, W)
     calls = []
     original = sharding.tiled
 
@@ -102,7 +103,10 @@ def test_public_calls_route_to_the_tiled_path_above_the_threshold(monkeypatch, r
     monkeypatch.setattr(sharding, "tiled", spy)
     tiled_g = kg.grad_sum(case.kernel, X, Y, w)
     tiled_k = kg.gram_matvec(case.kernel, X, Y, w)
-    assert calls == ["grad_sum", "gram_matvec"]
+    tiled_kp = kg.gram_matvec(case.kernel, X, Y, W)
+    assert calls == ["grad_sum", "gram_matvec", "gram_matvec"]
+    assert tiled_kp.shape == (len(X), 2)
+    assert max_relative_error(tiled_kp, dense_kp) <= F64_RTOL
     assert isinstance(tiled_g, np.ndarray) and tiled_g.dtype == np.float64
     assert tiled_g.shape == dense_g.shape and tiled_k.shape == dense_k.shape
     assert max_relative_error(tiled_g, dense_g) <= F64_RTOL

@@ -100,27 +100,30 @@ def reduce(
         max_replicated_bytes: stream Y in chunks when Y and W together take more than this.
 
     Returns:
-        (n, d) for ``grad_sum``, (n, p) for ``gram_matvec``: a JAX array sharded by rows.
+        (n, d) for ``grad_sum``, (n, p) for ``gram_matvec``: a JAX array on the mesh, or,
+        when the mesh spans several processes, a NumPy array with all rows in every process.
     """
     mesh = row_mesh() if mesh is None else mesh
     n, m = X.shape[0], Y.shape[0]
     devices = mesh.devices.size
     rows = -(-n // devices) * devices
     X = jax.device_put(reductions.pad_rows(X, rows, True), NamedSharding(mesh, P(AXIS)))
-    # Explicitly replicated: a mesh over several hosts accepts only placed (global) arrays.
-    Y, W = jax.device_put((Y, W), NamedSharding(mesh, P()))
+    # Replicated explicitly, one chunk at a time: a mesh over several hosts accepts only
+    # placed (global) arrays, and a streamed Y must never sit whole on every device.
+    replicated = NamedSharding(mesh, P())
     call = functools.partial(
         _sharded, op=op, method=method, mesh=mesh, row_block=row_block, col_block=col_block
     )
     column_bytes = (Y[0].size + W[0].size) * np.dtype(Y.dtype).itemsize
     count, size = _column_chunks(m, column_bytes, max_replicated_bytes)
     if count == 1:
-        return _first_rows(call(kernel, X, Y, W), n)
+        return _first_rows(call(kernel, X, *jax.device_put((Y, W), replicated)), n)
     Y = reductions.pad_rows(Y, count * size, True)
     W = reductions.pad_rows(W, count * size, False)
     total = lost = None
     for c in range(count):
-        part = call(kernel, X, Y[c * size : (c + 1) * size], W[c * size : (c + 1) * size])
+        chunk = (Y[c * size : (c + 1) * size], W[c * size : (c + 1) * size])
+        part = call(kernel, X, *jax.device_put(chunk, replicated))
         if total is None:
             total, lost = part, jnp.zeros_like(part)
             continue
