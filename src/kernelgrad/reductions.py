@@ -27,8 +27,10 @@ Everything here rests on one primitive, :func:`tiled_row_reduce`. Its contract:
 * It traces under ``jax.jit``, ``shard_map`` and ``vmap``; call it from inside a jitted
   function (the shapes, hence the blocking, are static).
 
-On top of it sit :func:`grad_sum` and :func:`gram_matvec` for every kernel and method, and
-their jitted entry point :func:`compiled` used by the engine above :data:`TILED_MIN_PAIRS`.
+On top of it sit :func:`grad_sum` and :func:`gram_matvec` for every kernel and method (each
+tile is the dense path's own rule, :mod:`kernelgrad.rules` or :mod:`kernelgrad.autodiff`, on
+its block), and their jitted entry point :func:`compiled`, used by the engine above
+:data:`TILED_MIN_PAIRS`.
 """
 
 from __future__ import annotations
@@ -219,45 +221,6 @@ def tiled_row_reduce(
 # ----------------------------------------------------------------------------- tile functions
 
 
-def _closed_grad_sum_parts(kernel, centre):
-    """Tile function for a closed-form grad_sum, and how to finish its sums.
-
-    Each "diff" term contributes ``x_i (C w)_i - (C (w y))_i`` (the matmul form of
-    :func:`kernelgrad.rules.grad_sum`). Its two factors are summed over all column blocks
-    before the subtraction, so every block shares one ``centre`` (the mean of Y): the
-    accumulated columns are ``[C w, C (w (y - centre))]`` per term, and ``[C (w y)]`` for
-    a "y" term.
-    """
-
-    def tile_fn(X, Y, w):
-        Xc, Yc = X - centre, Y - centre
-        parts = []
-        for term in rules.tile(kernel, jnp, X, Y, Xc, Yc).terms:
-            if term.kind == "diff":
-                rhs = jnp.concatenate([w[:, None], w[:, None] * Yc], axis=1)
-            else:
-                rhs = w[:, None] * Y
-            parts.append(rules.matmul(jnp, term.coef, rhs))
-        return jnp.concatenate(parts, axis=1)
-
-    def finish(X, sums):
-        d = X.shape[1]
-        Xc = X - centre
-        out, col = jnp.zeros_like(X), 0
-        for term in rules.tile(kernel, jnp, X[:1], X[:1], Xc[:1], Xc[:1]).terms:
-            if term.kind == "diff":
-                out = out + term.scale * (
-                    Xc * sums[:, col : col + 1] - sums[:, col + 1 : col + 1 + d]
-                )
-                col += d + 1
-            else:
-                out = out + term.scale * sums[:, col : col + d]
-                col += d
-        return out
-
-    return tile_fn, finish
-
-
 def grad_sum(kernel, X, Y, w, *, method: str = "closed", row_block=None, col_block=None):
     """G[i, a] = sum_j w_j d k(x_i, y_j) / d x_ia, tiled: (n, d). Traceable (call under jit).
 
@@ -269,27 +232,31 @@ def grad_sum(kernel, X, Y, w, *, method: str = "closed", row_block=None, col_blo
     """
     blocks = {"row_block": row_block, "col_block": col_block}
     if method == "closed":
-        tile_fn, finish = _closed_grad_sum_parts(kernel, jnp.mean(Y, axis=0))
-        return finish(X, tiled_row_reduce(tile_fn, X, Y, w, **blocks))
-    fn = autodiff.grad_sum_forward if method == "forward" else autodiff.grad_sum_reverse
-    return tiled_row_reduce(lambda Xb, Yb, wb: fn(kernel, Xb, Yb, wb), X, Y, w, **blocks)
+        # Each tile is the dense rule on its block, finished: the matmul form's two terms,
+        # which cancel, are centred on the tile's own columns rather than on all of Y.
+        def tile_fn(Xb, Yb, wb):
+            return rules.grad_sum(kernel, jnp, Xb, Yb, wb)
+
+    else:
+        fn = autodiff.grad_sum_forward if method == "forward" else autodiff.grad_sum_reverse
+
+        def tile_fn(Xb, Yb, wb):
+            return fn(kernel, Xb, Yb, wb)
+
+    return tiled_row_reduce(tile_fn, X, Y, w, **blocks)
 
 
 def gram_matvec(kernel, X, Y, W, *, method: str = "closed", row_block=None, col_block=None):
     """K @ W for W of shape (m, p), tiled: (n, p). Traceable (call under jit)."""
     if method == "closed":
-        centre = jnp.mean(Y, axis=0)
 
-        def values(Xb, Yb):
-            return rules.tile(kernel, jnp, Xb, Yb, Xb - centre, Yb - centre).value
+        def tile_fn(Xb, Yb, Wb):
+            return rules.gram_matvec(kernel, jnp, Xb, Yb, Wb)
 
     else:
 
-        def values(Xb, Yb):
-            return autodiff.gram(kernel, Xb, Yb)
-
-    def tile_fn(Xb, Yb, Wb):
-        return rules.matmul(jnp, values(Xb, Yb), Wb)
+        def tile_fn(Xb, Yb, Wb):
+            return rules.matmul(jnp, autodiff.gram(kernel, Xb, Yb), Wb)
 
     return tiled_row_reduce(tile_fn, X, Y, W, row_block=row_block, col_block=col_block)
 
