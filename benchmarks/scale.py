@@ -19,7 +19,9 @@ Everything is float64, d = 3, the RBF kernel, on NumPy input (so x64 is local to
   repeats, after a warm-up), in float64 and float32.
 * **blocks**: the tiled program at n = 2048, m = 131072 for several (rows, cols) tile shapes.
 * **accuracy**: float32 ``grad_sum`` over m = 10^6 columns (n = 32) against NumPy float64,
-  as the data's extent grows relative to the lengthscale (see docs/scale.md, Accuracy).
+  as the data's extent grows relative to the lengthscale (see docs/scale.md, Accuracy); and
+  the library's matmul-form tiles against difference-form tiles (no cancellation), speed
+  and error, at data spread over 200 lengthscales.
 """
 
 from __future__ import annotations
@@ -146,14 +148,16 @@ _ACCURACY = textwrap.dedent(
     out = []
     for spread, lengthscale in json.loads(sys.argv[2]):
         rng = np.random.default_rng(0)
-        X = rng.uniform(-spread, spread, (n, 3))
-        Y = rng.uniform(-spread, spread, (m, 3))
-        w = rng.uniform(0.5, 1.5, m)
+        # float32 inputs; the reference computes on exactly these values, in float64, so the
+        # error is the computation's, not the rounding of the inputs.
+        X, Y = (rng.uniform(-spread, spread, s).astype(np.float32) for s in ((n, 3), (m, 3)))
+        w = rng.uniform(0.5, 1.5, m).astype(np.float32)
         G = kg.grad_sum(
             kg.RBF(lengthscale=lengthscale),
-            *jax.device_put((X.astype(np.float32), Y.astype(np.float32), w.astype(np.float32))),
+            *jax.device_put((X, Y, w)),
         )
         G = np.asarray(G, np.float64)
+        X, Y, w = (a.astype(np.float64) for a in (X, Y, w))
         ref = np.empty_like(X)
         for i, x in enumerate(X):  # NumPy float64, the difference form
             diff = x - Y
@@ -161,6 +165,57 @@ _ACCURACY = textwrap.dedent(
             ref[i] = -(w * k) @ diff / lengthscale**2
         err = float(np.max(np.abs(G - ref)) / np.max(np.abs(ref)))
         out.append({"spread": spread, "lengthscale": lengthscale, "rel_err": err})
+    print(json.dumps(out))
+    """
+)
+
+_DIFFERENCE_FORM = textwrap.dedent(
+    """
+    import json, statistics, sys, time
+    import jax, jax.numpy as jnp, numpy as np
+    import kernelgrad as kg
+    from kernelgrad import reductions
+
+    def difference_tile(X, Y, w):  # RBF, unit lengthscale: -sum_j w_j k_ij (x_i - y_j)
+        diffs = [X[:, a, None] - Y[None, :, a] for a in range(X.shape[1])]
+        s = diffs[0] * diffs[0] + diffs[1] * diffs[1] + diffs[2] * diffs[2]
+        c = -jnp.exp(-0.5 * s) * w
+        return jnp.stack([jnp.sum(c * t, axis=1) for t in diffs], axis=1)
+
+    n, m, spread, repeats = 2048, 131072, 100.0, int(sys.argv[1])
+    out = {}
+    for dtype in ("float32", "float64"):
+        rng = np.random.default_rng(0)
+        # Inputs rounded to float32 for both dtypes, so the reference sees the same values.
+        X = rng.uniform(-spread, spread, (n, 3)).astype(np.float32).astype(np.float64)
+        Y = rng.uniform(-spread, spread, (m, 3)).astype(np.float32).astype(np.float64)
+        with jax.enable_x64(dtype == "float64"):
+            args = jax.device_put((X.astype(dtype), Y.astype(dtype), np.ones(m, dtype)))
+            forms = {
+                "matmul": jax.jit(lambda X, Y, w: reductions.grad_sum(kg.RBF(), X, Y, w)),
+                "difference": jax.jit(
+                    lambda X, Y, w: reductions.tiled_row_reduce(difference_tile, X, Y, w)
+                ),
+            }
+            results = {name: np.asarray(f(*args), np.float64) for name, f in forms.items()}
+            times = {name: [] for name in forms}
+            for _ in range(repeats):
+                for name, f in forms.items():
+                    t0 = time.perf_counter()
+                    f(*args).block_until_ready()
+                    times[name].append(time.perf_counter() - t0)
+        ref = np.empty((64, 3))
+        for i in range(64):
+            diff = X[i] - Y
+            ref[i] = -np.exp(-0.5 * np.sum(diff * diff, axis=1)) @ diff
+        scale = np.max(np.abs(ref))
+        out[dtype] = {
+            name: {
+                "pairs_per_s": n * m / statistics.median(times[name]),
+                "rel_err_64_rows": float(np.max(np.abs(results[name][:64] - ref)) / scale),
+            }
+            for name in forms
+        }
     print(json.dumps(out))
     """
 )
@@ -178,6 +233,19 @@ def run_accuracy(m: int) -> list[dict]:
             f"{row['lengthscale']}: relative error {row['rel_err']:.1e}"
         )
     return rows
+
+
+def run_difference_form(repeats: int) -> dict:
+    """The library's matmul-form tiles against difference-form tiles: speed and error at
+    data spread over 200 lengthscales (n = 2048, m = 131072, RBF)."""
+    forms = _child(_DIFFERENCE_FORM, repeats)
+    for dtype, by_form in forms.items():
+        for name, row in by_form.items():
+            print(
+                f"{dtype} {name:10s} form, data in [-100, 100]^3: {row['pairs_per_s']:.2e} "
+                f"pairs/s, relative error {row['rel_err_64_rows']:.1e}"
+            )
+    return forms
 
 
 BLOCK_SHAPES = [(512, 2048), (256, 4096), (64, 16384), (32, 65536), (16, 65536), (8, 131072)]
@@ -253,7 +321,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     started = time.time()
     if args.accuracy:
-        result = {"accuracy": run_accuracy(1_000_000)}
+        result = {
+            "accuracy": run_accuracy(1_000_000),
+            "difference_form": run_difference_form(args.repeats),
+        }
     elif args.blocks:
         result = {"blocks": run_blocks(2048, 131072, args.repeats), "load": _load()}
     elif args.crossover:

@@ -148,9 +148,11 @@ def _rbf_grad_sum_f64(X, Y, w, lengthscale):
 
 def test_float32_sums_over_a_million_terms_keep_1e_5(rng):
     n, m, ls = 24, 1_000_000, 0.8
-    X = rng.uniform(-1.5, 1.5, (n, 3))
-    Y = rng.uniform(-1.5, 1.5, (m, 3))
-    w = rng.uniform(0.5, 1.5, m)
+    # float32 values, held in float64: the reference computes on exactly the same inputs.
+    X, Y = (
+        rng.uniform(-1.5, 1.5, s).astype(np.float32).astype(np.float64) for s in ((n, 3), (m, 3))
+    )
+    w = rng.uniform(0.5, 1.5, m).astype(np.float32).astype(np.float64)
     expected = _rbf_grad_sum_f64(X, Y, w, ls)
     k = kg.RBF(lengthscale=ls)
     assert n * m > reductions.TILED_MIN_PAIRS  # the public call takes the tiled path
