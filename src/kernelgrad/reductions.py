@@ -46,18 +46,18 @@ from . import autodiff, rules
 
 #: grad_sum and gram_matvec switch from one dense program to the tiled one above this many
 #: (i, j) pairs. Measured by ``benchmarks/scale.py --crossover`` on 2 shared CPU cores (RBF,
-#: d = 3, interleaved medians): the two run level up to n = m = 1536 (tiled/dense 0.86-1.12),
-#: and from n = m = 2048 the tiled program is ahead, 1.3-1.7x, growing to 1.7-2.2x at 4096
-#: as the dense program's n x m intermediates fall out of cache (its memory grows as n m).
-#: See docs/scale.md for the table.
+#: d = 3, interleaved medians): below n = m = 1536 the two trade places within noise; from
+#: there the tiled program is ahead in float64 (1.4-1.8x), level in float32 up to 2048 and
+#: ahead from 3072 (1.7-1.9x), as the dense program's n x m intermediates fall out of cache
+#: (its memory grows as n m). See docs/scale.md for the table.
 TILED_MIN_PAIRS = 1536 * 1536
 
 #: Default block shape (rows, columns) per platform. On the CPU (``benchmarks/scale.py
-#: --blocks``, n = 2048, m = 131072) shapes from 512 x 2048 to 16 x 65536 ran level in
-#: float64, and 512 x 2048 was the fastest in float32 (1.9e9 pairs/s against 1.5e9 for
-#: 16 x 65536); its tile is 1M pairs (8 MB of float64 coefficients), near the cache.
-#: GPUs want bigger tiles to fill the device: 1024 x 8192 is 8M pairs per step
-#: (``benchmarks/gpu_scale.py`` sweeps others; no GPU measurement yet).
+#: --blocks``, n = 2048, m = 131072) shapes from 512 x 2048 to 8 x 131072 ran within 20% in
+#: float64, and 512 x 2048 was the fastest in both dtypes (1.9e9 pairs/s in float32); its
+#: tile is 1M pairs (8 MB of float64 coefficients), near the cache. GPUs want bigger tiles
+#: to fill the device: 1024 x 8192 is 8M pairs per step (``benchmarks/gpu_scale.py`` sweeps
+#: others; no GPU measurement yet).
 DEFAULT_BLOCKS = {"cpu": (512, 2048), "gpu": (1024, 8192)}
 
 #: Tiled programs are compiled for sizes rounded up to one of this many steps per octave
