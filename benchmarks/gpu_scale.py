@@ -203,6 +203,7 @@ def main(argv=None) -> dict:
         "dtype": "float32",
         "small": args.small,
         "default_blocks": list(reductions.default_blocks()),
+        "kernelgrad_path": "tiled" if n * n > reductions.TILED_MIN_PAIRS else "dense",
         "results": {},
     }
 
