@@ -188,3 +188,43 @@ def test_default_folder_follows_xdg(monkeypatch, tmp_path):
     for value, off in [("", False), ("0", False), ("no", False), ("1", True), ("yes", True)]:
         monkeypatch.setenv(compile_cache.ENV_DISABLE, value)
         assert compile_cache.disabled_by_env() is off
+
+
+_DISABLE_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    import jax, jax.numpy as jnp, numpy as np
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    import kernelgrad as kg
+    from kernelgrad import compile_cache
+    folder = compile_cache.active_folder()
+    compile_cache.disable()
+    pair = kg.kernel(lambda x, y: jnp.exp(-jnp.sqrt(1.0 + jnp.sum((x - y) ** 2))))
+    X = jnp.asarray(np.linspace(-1, 1, 90, dtype=np.float32).reshape(30, 3))
+    kg.grad_sum(pair, X, mode="reverse").block_until_ready()
+    print(json.dumps({
+        "enabled_folder": folder,
+        "after": compile_cache.active_folder(),
+        "threshold_restored": jax.config.jax_persistent_cache_min_compile_time_secs == before,
+        "files": sorted(os.listdir(folder)),
+    }))
+    """
+)
+
+
+def test_disable_at_run_time_stops_storing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION", "KERNELG"))}
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-c", _DISABLE_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["enabled_folder"] == str(tmp_path / "xdg" / "kernelgrad" / "jax")
+    assert result["after"] is None
+    assert result["threshold_restored"]
+    assert result["files"] == []  # the program compiled after disable() was not stored
