@@ -481,8 +481,8 @@ def _combined_ard(*kernels) -> int | None:
     return dims.pop() if dims else None
 
 
-class Sum(AbstractKernel):
-    """k(x, y) = k1(x, y) + k2(x, y)."""
+class _Pair(AbstractKernel):
+    """Two kernels combined pointwise; closed form exactly when both parts have one."""
 
     k1: AbstractKernel
     k2: AbstractKernel
@@ -490,39 +490,28 @@ class Sum(AbstractKernel):
     def __init__(self, k1, k2):
         _combined_ard(k1, k2)
         self.k1, self.k2 = k1, k2
+
+    @property
+    def has_closed_form(self):
+        return self.k1.has_closed_form and self.k2.has_closed_form
+
+    @property
+    def ard_dims(self):
+        return _combined_ard(self.k1, self.k2)
+
+
+class Sum(_Pair):
+    """k(x, y) = k1(x, y) + k2(x, y)."""
 
     def __call__(self, x, y):
         return self.k1(x, y) + self.k2(x, y)
 
-    @property
-    def has_closed_form(self):
-        return self.k1.has_closed_form and self.k2.has_closed_form
 
-    @property
-    def ard_dims(self):
-        return _combined_ard(self.k1, self.k2)
-
-
-class Product(AbstractKernel):
+class Product(_Pair):
     """k(x, y) = k1(x, y) * k2(x, y)."""
-
-    k1: AbstractKernel
-    k2: AbstractKernel
-
-    def __init__(self, k1, k2):
-        _combined_ard(k1, k2)
-        self.k1, self.k2 = k1, k2
 
     def __call__(self, x, y):
         return self.k1(x, y) * self.k2(x, y)
-
-    @property
-    def has_closed_form(self):
-        return self.k1.has_closed_form and self.k2.has_closed_form
-
-    @property
-    def ard_dims(self):
-        return _combined_ard(self.k1, self.k2)
 
 
 class Scaled(AbstractKernel):
