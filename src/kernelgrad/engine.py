@@ -17,14 +17,16 @@ without touching the user's global JAX configuration.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import autodiff, reductions, rules, sharding, symmetric
-from .inputs import Problem
+from .inputs import Problem, facts
 
 #: Closed-form work on NumPy inputs with at most this many (i, j) pairs runs eagerly in NumPy.
 EAGER_MAX_PAIRS = 40_000
@@ -74,7 +76,11 @@ def _compiled(kernel, X, Y, W, *, op, method):
     return _namespace_call(op, method, kernel, jnp, X, Y, W)
 
 
-def _run_jax(op: str, method: str, p: Problem):
+def _padded(op: str, method: str, p: Problem):
+    """The XLA result for ``p``, possibly with padded rows (and columns) still on it.
+
+    Returns (result, cropped): whether the result already has exactly n (and m) rows.
+    """
     n, m = p.n, p.m
     traced = any(isinstance(a, jax.core.Tracer) for a in (p.X, p.Y, p.W))
     if (
@@ -86,36 +92,79 @@ def _run_jax(op: str, method: str, p: Problem):
         and not traced
     ):
         # Y = X: each exp serves both (i, j) and (j, i), blockwise and matrix-free.
-        return symmetric.run(p.kernel, p.X, p.W)
+        return symmetric.run(p.kernel, p.X, p.W), False
     if op in ("grad_sum", "gram_matvec") and n * m > reductions.TILED_MIN_PAIRS:
         # Matrix-free (and multi-device when there are several); pads to its own buckets.
-        return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W)
+        return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W), False
     if traced:
         # Inside the caller's own jit or vmap the shapes are already fixed: no padding.
-        return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method)
-    N, M = bucket(n), bucket(m)
-    # Padding and slicing go through host memory where that avoids compiling per n.
+        return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method), True
+    # One point (grad) is not padded: a program per m at most, and no 16x wasted rows.
+    N, M = (1 if n == 1 else bucket(n)), bucket(m)
     X = reductions.pad_rows(p.X, N, True)
     Y = X if p.same else reductions.pad_rows(p.Y, M, True)
     W = None if p.W is None else reductions.pad_rows(p.W, M, False)
-    out = _compiled(p.kernel, X, Y, W, op=op, method=method)
-    return reductions.crop(out, n, m) if op in ("gram", "jacobian") else reductions.crop(out, n)
+    return _compiled(p.kernel, X, Y, W, op=op, method=method), False
 
 
-def run(op: str, method: str, p: Problem):
-    """Compute ``op`` by ``method`` on a validated problem; returns the caller's array type."""
+def _crop(out, op: str, p: Problem):
+    """The first n rows (and m columns for gram/jacobian) of a padded result: a view for
+    NumPy, a slice program for JAX."""
+    if op in ("gram", "jacobian"):
+        return out[: p.n, : p.m]
+    return out[: p.n]
+
+
+def _on_host(p: Problem) -> bool:
+    """Whether the points are concrete arrays in host memory: NumPy, or JAX on one CPU.
+
+    For these, padding, cropping and reshaping are NumPy views (no per-n compiles, no
+    dispatch), and only the final result is transferred back to a JAX caller.
+    """
+    if not p.is_jax:
+        return True
+    if facts(p.kernel).traced:
+        return False
+    for a in (p.X, p.Y, p.W):
+        if a is None or isinstance(a, np.ndarray):
+            continue
+        if isinstance(a, jax.core.Tracer) or not _on_one_cpu(a):
+            return False
+    return True
+
+
+def _on_one_cpu(a) -> bool:
+    devices = a.devices()
+    return len(devices) == 1 and next(iter(devices)).platform == "cpu"
+
+
+def run(op: str, method: str, p: Problem, finish=None):
+    """Compute ``op`` by ``method`` on a validated problem, in the caller's array type.
+
+    ``finish`` (indexing only: a squeeze, a row) is applied to the cropped result before
+    it is handed back, so that for host-resident problems it is a NumPy view, not a JAX
+    dispatch.
+    """
     # The rules broadcast NumPy-style ((n, d) against (d,)); a user's strict
     # jax_numpy_rank_promotion is about their code, not ours.
     with jax.numpy_rank_promotion("allow"):
-        return _run(op, method, p)
-
-
-def _run(op: str, method: str, p: Problem):
-    if p.is_jax:
-        return _run_jax(op, method, p)
-    if method == "closed" and p.n * p.m <= EAGER_MAX_PAIRS:
-        return _namespace_call(op, method, p.kernel, np, p.X, p.Y, p.W)
-    if p.dtype == np.float64:
-        with jax.enable_x64(True):
-            return np.asarray(_run_jax(op, method, p))
-    return np.asarray(_run_jax(op, method, p))
+        if not _on_host(p):
+            out, cropped = _padded(op, method, p)
+            if not cropped:
+                out = reductions.crop(out, p.n, p.m if op in ("gram", "jacobian") else None)
+            return out if finish is None else finish(out)
+        caller_is_jax = p.is_jax
+        if caller_is_jax:
+            # Zero-copy views of the CPU buffers.
+            W = None if p.W is None else np.asarray(p.W)
+            p = replace(p, X=np.asarray(p.X), Y=np.asarray(p.Y), W=W, is_jax=False)
+        if not caller_is_jax and method == "closed" and p.n * p.m <= EAGER_MAX_PAIRS:
+            out = _namespace_call(op, method, p.kernel, np, p.X, p.Y, p.W)
+        else:
+            x64 = jax.enable_x64(True) if p.dtype == np.float64 else contextlib.nullcontext()
+            with x64:
+                padded, _ = _padded(op, method, p)
+                out = _crop(np.asarray(padded), op, p)
+        out = out if finish is None else finish(out)
+        # A JAX caller gets a JAX array, transferred once (jnp.asarray would compile per shape).
+        return jax.device_put(out) if caller_is_jax else out

@@ -101,6 +101,20 @@ def _as_float_array(name: str, value):
     return arr
 
 
+def _host_view(value):
+    """A zero-copy NumPy view of a concrete JAX array held by one CPU device, else ``value``.
+
+    Reshaping, padding and cropping such arrays in NumPy costs nothing, where each eager JAX
+    operation costs a dispatch (tens of microseconds) or even a compile per new shape. The
+    caller still gets a JAX array back (``Problem.is_jax``).
+    """
+    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+        devices = value.devices()
+        if len(devices) == 1 and next(iter(devices)).platform == "cpu":
+            return np.asarray(value)
+    return value
+
+
 def _points(name: str, value, *, single: bool = False):
     """Coerce points to 2-D. Returns (array, was_1d_convention)."""
     arr = _as_float_array(name, value)
@@ -146,6 +160,8 @@ def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> 
             )
         k = as_kernel(k)
     xname = "x" if single else "X"
+    jax_in = any(isinstance(a, jax.Array) for a in (X, Y, W))
+    X, Y, W = _host_view(X), _host_view(Y), _host_view(W)
     X2, x_1d = _points(xname, X, single=single)
     if Y is None:
         Y2, y_1d, same = X2, x_1d, not single
@@ -188,7 +204,7 @@ def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> 
         arrays.append(W)
     # Hyperparameters traced by jax.grad over the kernel make every output a tracer, so such a
     # problem must take the JAX path even when the points are NumPy arrays.
-    is_jax = facts(k).traced or any(type(a) is not np.ndarray for a in arrays)
+    is_jax = jax_in or facts(k).traced or any(type(a) is not np.ndarray for a in arrays)
     dtype = _common_dtype(arrays, (X, X if Y is None else Y, W))
     if not is_jax:
         arrays = [a.astype(dtype, copy=False) for a in arrays]
@@ -196,7 +212,9 @@ def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> 
         # JAX's own dtype rules apply on its path: float64 only where x64 is enabled.
         dtype = jax.dtypes.canonicalize_dtype(dtype)
         arrays = [
-            a if a.dtype == dtype and isinstance(a, jax.Array) else jnp.asarray(a, dtype)
+            a.astype(dtype, copy=False)
+            if isinstance(a, np.ndarray)
+            else (a if a.dtype == dtype else jnp.asarray(a, dtype))
             for a in arrays
         ]
     X2, Y2 = arrays[0], (arrays[0] if same else arrays[1])

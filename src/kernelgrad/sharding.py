@@ -135,11 +135,11 @@ def reduce(
 
 
 def tiled(op: str, method: str, kernel, X, Y, W):
-    """The engine's entry for large reductions: (n, p) for X of n rows.
+    """The engine's entry for large reductions: (N, p) for X of n <= N rows.
 
     Pads n and m to :func:`kernelgrad.reductions.bucket` sizes, then runs sharded over the
     devices of this process when there are several (and the inputs are concrete), else the
-    one-device program.
+    one-device program. The padded rows are left on the result for the caller to crop.
     """
     n, m = X.shape[0], Y.shape[0]
     X = reductions.pad_rows(X, reductions.bucket(n), True)
@@ -149,7 +149,7 @@ def tiled(op: str, method: str, kernel, X, Y, W):
         out = reduce(op, method, kernel, X, Y, W, mesh=row_mesh(jax.local_devices()))
     else:
         out = reductions.compiled(kernel, X, Y, W, op=op, method=method)
-    return reductions.crop(out, n)
+    return out
 
 
 __all__ = ["AXIS", "REPLICATED_COLUMNS_MAX_BYTES", "reduce", "row_mesh", "tiled"]

@@ -104,13 +104,13 @@ def _compiled(kernel, X, w, block):
 
 
 def run(kernel, X, w):
-    """:func:`grad_sum` on concrete arrays of any n: padded to whole blocks, then cropped.
+    """:func:`grad_sum` on concrete arrays of any n, padded to whole blocks.
 
-    Padded points copy the first point and carry weight 0. Their rows are cropped, and their
-    columns add nothing to the real rows, so they never change (or NaN) the result.
+    Padded points copy the first point and carry weight 0: their columns add nothing to the
+    real rows, so they never change (or NaN) the result. Their rows are left on the result
+    for the caller to crop (see :mod:`kernelgrad.engine`).
     """
-    n = X.shape[0]
-    rows = -(-n // BLOCK) * BLOCK
+    rows = -(-X.shape[0] // BLOCK) * BLOCK
     X = reductions.pad_rows(X, rows, True)
     w = reductions.pad_rows(w, rows, False)
-    return reductions.crop(_compiled(kernel, X, w, BLOCK), n)
+    return _compiled(kernel, X, w, BLOCK)

@@ -53,6 +53,11 @@ def _finish(out, p: Problem, squeeze_last: bool):
     return out[..., 0] if squeeze_last and p.squeeze else out
 
 
+def _squeezer(p: Problem):
+    """Drops the trailing d axis for 1-D points (applied by the engine, as a view)."""
+    return (lambda out: out[..., 0]) if p.squeeze else None
+
+
 def gram(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m"]:
     """Gram matrix K[i, j] = k(x_i, y_j), of shape (n, m).
 
@@ -88,7 +93,7 @@ def jacobian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d"]:
     if p.n == 0 or p.m == 0:
         return _finish(_empty(p, (p.n, p.m, p.d)), p, True)
     memory.check_dense("jacobian", (p.n, p.m, p.d), p.dtype, p.X)
-    return _finish(engine.run("jacobian", method, p), p, True)
+    return engine.run("jacobian", method, p, finish=_squeezer(p))
 
 
 def grad(k, x, Y=None, *, mode: str = "auto") -> Float[Array, "m d"]:
@@ -111,7 +116,8 @@ def grad(k, x, Y=None, *, mode: str = "auto") -> Float[Array, "m d"]:
     method = _method("jacobian", p, mode)
     if p.m == 0:
         return _finish(_empty(p, (p.m, p.d)), p, True)
-    return _finish(engine.run("jacobian", method, p)[0], p, True)
+    first_row = (lambda J: J[0, :, 0]) if p.squeeze else (lambda J: J[0])
+    return engine.run("jacobian", method, p, finish=first_row)
 
 
 def grad_sum(k, X, Y=None, weights=None, *, mode: str = "auto") -> Float[Array, "n d"]:
@@ -139,7 +145,7 @@ def grad_sum(k, X, Y=None, weights=None, *, mode: str = "auto") -> Float[Array, 
         return _finish(_empty(p, (p.n, p.d)), p, True)
     if p.W is None:
         p = _with_unit_weights(p)
-    return _finish(engine.run("grad_sum", method, p), p, True)
+    return engine.run("grad_sum", method, p, finish=_squeezer(p))
 
 
 def gram_matvec(k, X, Y=None, W=None, *, mode: str = "auto") -> Float[Array, "n p"]:
@@ -154,20 +160,18 @@ def gram_matvec(k, X, Y=None, W=None, *, mode: str = "auto") -> Float[Array, "n 
         p = _with_unit_weights(p)
     if vector:
         p = replace(p, W=p.W[:, None])
-    cols = p.W.shape[1]
-    out = _empty(p, (p.n, cols)) if p.n == 0 or p.m == 0 else engine.run("gram_matvec", method, p)
-    return out[:, 0] if vector else out
+    if p.n == 0 or p.m == 0:
+        out = _empty(p, (p.n, p.W.shape[1]))
+        return out[:, 0] if vector else out
+    return engine.run("gram_matvec", method, p, finish=(lambda out: out[:, 0]) if vector else None)
 
 
 def _with_unit_weights(p: Problem) -> Problem:
-    ones = np.ones(p.m, p.dtype)
-    if p.is_jax and not isinstance(p.X, jax.core.Tracer):
-        # Built in NumPy and transferred: jnp.ones (or jnp.asarray) would compile a
-        # program per m.
-        ones = jax.device_put(ones)
-    elif p.is_jax:
-        ones = jnp.ones(p.m, p.dtype)
-    return replace(p, W=ones)
+    if isinstance(p.X, jax.core.Tracer):
+        return replace(p, W=jnp.ones(p.m, p.dtype))
+    # NumPy even for JAX callers: the engine pads it on the host and the compiled call
+    # transfers it (jnp.ones would compile a program per m).
+    return replace(p, W=np.ones(p.m, p.dtype))
 
 
 __all__ = ["MODES", "gram", "grad", "jacobian", "grad_sum", "gram_matvec"]
