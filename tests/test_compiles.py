@@ -228,3 +228,41 @@ def test_disable_at_run_time_stops_storing(tmp_path):
     assert result["after"] is None
     assert result["threshold_restored"]
     assert result["files"] == []  # the program compiled after disable() was not stored
+
+
+_SCOPE_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    import jax, jax.numpy as jnp, numpy as np
+    import kernelgrad as kg
+    from kernelgrad import compile_cache
+    folder = compile_cache.active_folder()
+    pair = kg.kernel(lambda x, y: jnp.exp(-jnp.sqrt(1.0 + jnp.sum((x - y) ** 2))))
+    X = jnp.asarray(np.linspace(-1, 1, 90, dtype=np.float32).reshape(30, 3))
+    kg.grad_sum(pair, X, mode="reverse").block_until_ready()
+    after_kernelgrad = len(os.listdir(folder))
+    # The user's own program, slow enough to compile that a global cache would store it.
+    own = jax.jit(lambda A: jax.lax.fori_loop(0, 50, lambda i, a: jnp.sin(a @ a.T) @ a, A))
+    own(jnp.ones((40, 40))).block_until_ready()
+    print(json.dumps({
+        "global_dir": jax.config.jax_compilation_cache_dir,
+        "global_min_seconds": jax.config.jax_persistent_cache_min_compile_time_secs,
+        "kernelgrad_files": after_kernelgrad,
+        "files_after_users_program": len(os.listdir(folder)),
+    }))
+    """
+)
+
+
+def test_cache_holds_kernelgrads_programs_only_and_leaves_global_config_alone(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION", "KERNELG"))}
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCOPE_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["global_dir"] is None
+    assert result["global_min_seconds"] == jax.config.jax_persistent_cache_min_compile_time_secs
+    assert result["kernelgrad_files"] >= 1
+    assert result["files_after_users_program"] == result["kernelgrad_files"]

@@ -1,31 +1,37 @@
-"""JAX's persistent compilation cache, on by default for kernelgrad's users.
+"""JAX's persistent compilation cache, on by default for kernelgrad's own programs.
 
 A new process pays 25-100 ms of XLA compilation per program and size bucket. JAX can keep
 compiled programs on disk and reload them, but only when a cache folder is configured, and
 by default it only stores programs that took over a second to compile, which none of
-kernelgrad's do. :func:`enable_default` (run when kernelgrad is imported) therefore
+kernelgrad's do. So kernelgrad compiles its programs through :func:`jit`, which runs them
+inside :func:`scope`: JAX's cache settings (folder, and a minimum compile time of
+:data:`MIN_COMPILE_SECONDS`) are set for that call only, through JAX's own context-local
+configuration. The user's global JAX configuration is never changed, and their own
+programs are not stored in kernelgrad's folder.
 
-* does nothing if ``KERNELGRAD_NO_COMPILE_CACHE`` is set to anything but ``""``/``"0"``;
-* does nothing if the user configured a cache already (``jax_compilation_cache_dir`` set by
-  ``jax.config.update``, by ``JAX_COMPILATION_CACHE_DIR``, or by
-  ``jax.experimental.compilation_cache.compilation_cache.set_cache_dir``): theirs wins, with
-  their thresholds;
-* otherwise points JAX at ``$XDG_CACHE_HOME/kernelgrad/jax`` (``~/.cache/kernelgrad/jax``)
-  and lowers the minimum compile time worth storing to :data:`MIN_COMPILE_SECONDS`.
+* The folder is ``$XDG_CACHE_HOME/kernelgrad/jax`` (``~/.cache/kernelgrad/jax``).
+* ``KERNELGRAD_NO_COMPILE_CACHE=1`` (any value but ``""``/``"0"``/``"false"``/``"no"``)
+  turns it off at import; :func:`disable` turns it off at run time.
+* A cache the user configured (``jax.config.update("jax_compilation_cache_dir", ...)`` or
+  ``JAX_COMPILATION_CACHE_DIR``) wins: kernelgrad's programs then go there, with the user's
+  thresholds.
 
-JAX's cache is process-wide: once it is on, other jitted programs in the same process are
-stored there too. Turn it off with ``KERNELGRAD_NO_COMPILE_CACHE=1`` (before importing
-kernelgrad) or at run time with :func:`disable`. As JAX warns, a compilation cache is
-trusted code: never point it at a folder that other users can write.
+As JAX warns, a compilation cache is trusted code: never point it at a folder that other
+users can write.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from pathlib import Path
 
 import jax
-from jax.experimental.compilation_cache import compilation_cache
+
+# JAX's context-local settings (State objects usable as context managers); the public
+# jax.config.update would change them for the whole process.
+from jax._src import config as _config
 
 #: Environment variable that turns kernelgrad's default cache off.
 ENV_DISABLE = "KERNELGRAD_NO_COMPILE_CACHE"
@@ -33,8 +39,7 @@ ENV_DISABLE = "KERNELGRAD_NO_COMPILE_CACHE"
 #: Programs that compiled faster than this are not worth a disk read and are not stored.
 MIN_COMPILE_SECONDS = 0.02
 
-_OWNED: str | None = None  # the folder kernelgrad configured, if it configured one
-_PREVIOUS_MIN_SECONDS: float | None = None  # the threshold kernelgrad replaced
+_FOLDER: str | None = None  # kernelgrad's own folder, while its cache is on
 
 
 def default_folder() -> Path:
@@ -49,24 +54,23 @@ def disabled_by_env() -> bool:
 
 
 def user_configured() -> bool:
-    """Whether a compilation cache folder was configured by someone other than kernelgrad."""
-    current = jax.config.jax_compilation_cache_dir
-    return bool(current) and current != _OWNED
+    """Whether the user configured a compilation cache folder of their own."""
+    return bool(jax.config.jax_compilation_cache_dir)
 
 
 def active_folder() -> str | None:
-    """The folder JAX's persistent cache writes to now, or None when it is off."""
-    return jax.config.jax_compilation_cache_dir or None
+    """The folder kernelgrad's programs are cached in now, or None when caching is off."""
+    return jax.config.jax_compilation_cache_dir or _FOLDER
 
 
 def enable_default(folder: str | os.PathLike | None = None) -> str | None:
-    """Turn on the persistent cache in ``folder`` (default :func:`default_folder`).
+    """Cache kernelgrad's programs in ``folder`` (default :func:`default_folder`).
 
     Returns the folder in use, or None when the environment disabled it, the user configured
-    their own cache (left untouched), or the folder cannot be created (a read-only home
-    directory must not break importing kernelgrad).
+    their own cache (which then serves kernelgrad too), or the folder cannot be created (a
+    read-only home directory must not break importing kernelgrad).
     """
-    global _OWNED, _PREVIOUS_MIN_SECONDS
+    global _FOLDER
     if disabled_by_env() or user_configured():
         return None
     path = Path(folder) if folder is not None else default_folder()
@@ -76,24 +80,39 @@ def enable_default(folder: str | os.PathLike | None = None) -> str | None:
         return None
     if not os.access(path, os.W_OK):
         return None
-    if _PREVIOUS_MIN_SECONDS is None:
-        _PREVIOUS_MIN_SECONDS = jax.config.jax_persistent_cache_min_compile_time_secs
-    _OWNED = str(path)
-    jax.config.update("jax_compilation_cache_dir", _OWNED)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
-    return _OWNED
+    _FOLDER = str(path)
+    return _FOLDER
 
 
 def disable() -> None:
-    """Turn off the cache that kernelgrad turned on; a user's own configuration is kept."""
-    global _OWNED, _PREVIOUS_MIN_SECONDS
-    if _OWNED is None or user_configured():
-        return
-    jax.config.update("jax_compilation_cache_dir", None)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", _PREVIOUS_MIN_SECONDS)
-    # JAX opens the cache once, at the first compile; forget it so the change takes effect.
-    compilation_cache.reset_cache()
-    _OWNED = _PREVIOUS_MIN_SECONDS = None
+    """Stop caching kernelgrad's programs (a user's own cache configuration is untouched)."""
+    global _FOLDER
+    _FOLDER = None
+
+
+def scope():
+    """A context in which JAX compiles into kernelgrad's cache, if it is on."""
+    if _FOLDER is None or user_configured():
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(_config.compilation_cache_dir(_FOLDER))
+    stack.enter_context(_config.persistent_cache_min_compile_time_secs(MIN_COMPILE_SECONDS))
+    return stack
+
+
+def jit(fun=None, **options):
+    """``jax.jit`` whose calls compile (or load) inside :func:`scope`; a decorator."""
+    if fun is None:
+        return functools.partial(jit, **options)
+    jitted = jax.jit(fun, **options)
+
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        with scope():
+            return jitted(*args, **kwargs)
+
+    call.lower = jitted.lower
+    return call
 
 
 __all__ = [
@@ -104,5 +123,7 @@ __all__ = [
     "disable",
     "disabled_by_env",
     "enable_default",
+    "jit",
+    "scope",
     "user_configured",
 ]

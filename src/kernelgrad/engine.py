@@ -18,14 +18,13 @@ without touching the user's global JAX configuration.
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import autodiff, reductions, rules, sharding, symmetric
+from . import autodiff, compile_cache, reductions, rules, sharding, symmetric
 from .inputs import Problem, facts
 
 #: Closed-form work on NumPy inputs with at most this many (i, j) pairs runs eagerly in NumPy.
@@ -71,7 +70,7 @@ def _namespace_call(op: str, method: str, kernel, xp, X, Y, W):
     raise AssertionError(f"unhandled {op}/{method}")
 
 
-@functools.partial(jax.jit, static_argnames=("op", "method"))
+@compile_cache.jit(static_argnames=("op", "method"))
 def _compiled(kernel, X, Y, W, *, op, method):
     return _namespace_call(op, method, kernel, jnp, X, Y, W)
 

@@ -41,7 +41,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
-from . import autodiff, hessian, memory, reductions, rules, sharding
+from . import autodiff, compile_cache, hessian, memory, reductions, rules, sharding
 from .hessian import Field
 from .inputs import prepare
 from .kernels import AbstractKernel
@@ -172,7 +172,7 @@ def _rows(kernel, X, Xc, Y, Yc, v0, V1, *, method, row_block, col_block):
     return tiled_row_reduce(tile_fn, (X, Xc), (Y, Yc), (v0, V1), row_block=rows, col_block=cols)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "row_block", "col_block", "mesh"))
+@compile_cache.jit(static_argnames=("method", "row_block", "col_block", "mesh"))
 def _matvec(kernel, X, Y, v, *, method, row_block, col_block, mesh=None):
     """The (n (d + 1),) product with v of shape (m (d + 1),), or (.., p) for v (.., p).
 
@@ -217,7 +217,7 @@ def assemble(value, dx, dy, H):
     return jnp.concatenate([top, bottom], axis=0)
 
 
-@functools.partial(jax.jit, static_argnames=("method",))
+@compile_cache.jit(static_argnames=("method",))
 def _dense(kernel, X, Y, *, method):
     if method == "closed":
         Xc, Yc = rules.centre(jnp, X, Y)
@@ -230,7 +230,7 @@ def _dense(kernel, X, Y, *, method):
     return assemble(autodiff.gram(kernel, X, Y), dx, dy, H)
 
 
-@functools.partial(jax.jit, static_argnames=("method",))
+@compile_cache.jit(static_argnames=("method",))
 def _diagonal(kernel, X, Y, *, method):
     """Entries [p, p] of the square operator (n = m): (n (d + 1),), O(n d) for closed forms."""
 

@@ -28,7 +28,6 @@ training set happens to contain a repeated point.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -36,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from . import engine, memory, rules
+from . import compile_cache, engine, memory, rules
 from . import kernels as K
 from .inputs import Problem, check_mode, prepare
 
@@ -261,7 +260,7 @@ def method_for(p: Problem, mode: str, what: str) -> str:
     return "closed" if closed else "forward"
 
 
-@functools.partial(jax.jit, static_argnames=("method",))
+@compile_cache.jit(static_argnames=("method",))
 def _compiled(kernel, X, Y, *, method):
     if method == "closed":
         return closed_cross_hessian(kernel, jnp, X, Y)

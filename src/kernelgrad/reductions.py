@@ -35,14 +35,12 @@ its block), and their jitted entry point :func:`compiled`, used by the engine ab
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import autodiff, rules
+from . import autodiff, compile_cache, rules
 
 #: grad_sum and gram_matvec switch from one dense program to the tiled one above this many
 #: (i, j) pairs. Measured by ``benchmarks/scale.py --crossover`` on 2 shared CPU cores (RBF,
@@ -267,7 +265,7 @@ def reduce(op: str, method: str, kernel, X, Y, W, *, row_block=None, col_block=N
     return fn(kernel, X, Y, W, method=method, row_block=row_block, col_block=col_block)
 
 
-@functools.partial(jax.jit, static_argnames=("op", "method", "row_block", "col_block"))
+@compile_cache.jit(static_argnames=("op", "method", "row_block", "col_block"))
 def compiled(kernel, X, Y, W, *, op, method, row_block=None, col_block=None):
     """:func:`reduce` as one jitted program (one compile per shape, like the engine's)."""
     return reduce(op, method, kernel, X, Y, W, row_block=row_block, col_block=col_block)

@@ -29,7 +29,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import reductions
+from . import compile_cache, reductions
 
 #: Name of the mesh axis that the rows of X are split over.
 AXIS = "rows"
@@ -46,7 +46,7 @@ def row_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices), (AXIS,))
 
 
-@functools.partial(jax.jit, static_argnames=("op", "method", "mesh", "row_block", "col_block"))
+@compile_cache.jit(static_argnames=("op", "method", "mesh", "row_block", "col_block"))
 def _sharded(kernel, X, Y, W, *, op, method, mesh, row_block=None, col_block=None):
     local = functools.partial(
         reductions.reduce, op, method, row_block=row_block, col_block=col_block

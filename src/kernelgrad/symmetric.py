@@ -14,14 +14,11 @@ scanned, so memory is O(n d + block^2) and the program size does not grow with n
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import reductions, rules
+from . import compile_cache, reductions, rules
 
 #: Rows per block: a block x block float64 coefficient matrix (512 KiB) stays in L2 cache.
 BLOCK = 256
@@ -98,7 +95,7 @@ def grad_sum(kernel, X, w, block: int = BLOCK):
     return G
 
 
-@functools.partial(jax.jit, static_argnames="block")
+@compile_cache.jit(static_argnames="block")
 def _compiled(kernel, X, w, block):
     return grad_sum(kernel, X, w, block)
 

@@ -17,8 +17,7 @@ import time
 
 def main(argv: list[str]) -> None:
     peer_name, n, dtype, device = argv[0], int(argv[1]), argv[2], argv[3]
-    import jax
-
+    from kernelgrad import compile_cache
     from kernelgrad.bench import peers as P
 
     peer = P.get_peer(peer_name)
@@ -36,7 +35,7 @@ def main(argv: list[str]) -> None:
         out[op] = {"first": t1 - t0, "second": t2 - t1}
     # ru_maxrss is in KiB on Linux.
     out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out["compile_cache"] = jax.config.jax_compilation_cache_dir
+    out["compile_cache"] = compile_cache.active_folder()
     print(json.dumps(out))
 
 

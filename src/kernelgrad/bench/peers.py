@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import kernelgrad as kg
-from kernelgrad import engine, reductions
+from kernelgrad import eager_grad, engine, reductions, symmetric
 
 from . import forum
 
@@ -398,8 +398,14 @@ class Kernelgrad(Peer):
     def path(self, case):
         pairs = case.n * (1 if case.op == "grad" else case.n)
         jax_in = self.jax_arrays or case.device == "gpu"
-        if not jax_in and self._kernel(case).has_closed_form and pairs <= engine.EAGER_MAX_PAIRS:
+        closed = self._kernel(case).has_closed_form
+        if not jax_in and closed and case.op == "grad" and case.n <= eager_grad.MAX_POINTS:
+            return "eager NumPy, one point"
+        if not jax_in and closed and pairs <= engine.EAGER_MAX_PAIRS:
             return "eager NumPy"
+        one_device = jax.local_device_count() == 1
+        if case.op == "grad_map" and closed and one_device and symmetric.applies(case.n, case.d):
+            return "XLA, symmetric blocks"
         if case.op == "grad_map" and pairs > reductions.TILED_MIN_PAIRS:
             return "XLA, tiled matrix-free"
         return f"XLA, padded to n={engine.bucket(case.n)}"
@@ -412,7 +418,7 @@ class Kernelgrad(Peer):
         return (8 * case.n * case.d + 4 * rows * cols) * case.itemsize
 
     def measured_bytes(self, case, X, call):
-        if self.path(case) == "eager NumPy":
+        if self.path(case).startswith("eager NumPy"):
             return _tracemalloc_peak(call), "tracemalloc"
         # The same transform jitted whole: its buffers, without the padding of the real call.
         with jax.enable_x64(case.dtype == "float64"):

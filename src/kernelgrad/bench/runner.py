@@ -42,6 +42,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .. import compile_cache
 from . import peers as P
 
 GIB = 1 << 30
@@ -205,9 +206,9 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "jax_backend": jax.default_backend(),
-        # Folder of JAX's persistent compilation cache in this process (the bench's own
-        # compiles bypass it; see run), or None.
-        "jax_compilation_cache_dir": jax.config.jax_compilation_cache_dir,
+        # Folder of kernelgrad's persistent compilation cache in this process (the bench's
+        # own compiles bypass it; see run), or None.
+        "jax_compilation_cache_dir": compile_cache.active_folder(),
     }
     if gpu_available():
         info["gpu"] = str(jax.devices("gpu")[0].device_kind)
