@@ -4,9 +4,9 @@ Run: ``python benchmarks/crossover.py [--n ...] [--sym-n ...]``
 
 1. **Eager NumPy against one jitted XLA program.** For each n it times the same closed-form
    rules (``kernelgrad.rules``) on NumPy float64 input: eagerly in NumPy, and through the
-   engine's jitted program (warmed, with the local x64 context and the copies back to NumPy
-   that a real call pays). It prints the ratio and the largest n * m at which NumPy is still
-   faster.
+   engine with its eager path switched off (warmed, with the local x64 context, padding and
+   copies back to NumPy that a real call pays). It prints the ratio and the largest n * m
+   at which NumPy is still faster.
 2. **Symmetric blocks against the unsymmetric program** for ``grad_sum`` with Y = X: the
    same call with Y passed as a copy of X (so symmetry cannot be used), against
    ``kernelgrad.symmetric``. It prints the smallest n from which the symmetric path wins.
@@ -42,8 +42,13 @@ def eager_against_xla(k, ns) -> None:
                     return engine._namespace_call(op, "closed", k, np, p.X, p.Y, p.W)
 
                 def xla(p=p, op=op):
-                    with jax.enable_x64(True):
-                        return np.asarray(engine._run_jax(op, "closed", p))
+                    # The engine's own call with the eager path switched off: the same
+                    # padding, transfers and x64 context that a real call pays.
+                    saved, engine.EAGER_MAX_PAIRS = engine.EAGER_MAX_PAIRS, -1
+                    try:
+                        return engine.run(op, "closed", p)
+                    finally:
+                        engine.EAGER_MAX_PAIRS = saved
 
                 t_eager, t_xla = best_of(eager, number), best_of(xla, number)
                 if t_eager < t_xla:
@@ -65,7 +70,9 @@ def symmetric_against_unsymmetric(k, ns) -> None:
             # A copy of X as Y hides the symmetry from the engine: its unsymmetric program.
             t_plain = best_of(lambda X=X, w=w: kg.grad_sum(k, X, X.copy(), weights=w), number)
             with jax.enable_x64(True):
-                t_sym = best_of(lambda X=X, w=w: np.asarray(symmetric.run(k, X, w))[:n], number)
+                t_sym = best_of(
+                    lambda X=X, w=w, n=n: np.asarray(symmetric.run(k, X, w))[:n], number
+                )
             if t_sym < t_plain and first_win is None:
                 first_win = n
             print(

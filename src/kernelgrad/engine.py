@@ -27,7 +27,8 @@ import numpy as np
 from . import autodiff, compile_cache, reductions, rules, sharding, symmetric
 from .inputs import Problem, facts
 
-#: Closed-form work on NumPy inputs with at most this many (i, j) pairs runs eagerly in NumPy.
+#: Closed-form work on NumPy inputs with at most this many (i, j) pairs (times d for a
+#: jacobian) runs eagerly in NumPy: measured by ``benchmarks/crossover.py``.
 EAGER_MAX_PAIRS = 40_000
 
 #: Problems this small are not padded: a distinct program per size is cheap to compile.
@@ -157,7 +158,9 @@ def run(op: str, method: str, p: Problem, finish=None):
             # Zero-copy views of the CPU buffers.
             W = None if p.W is None else np.asarray(p.W)
             p = replace(p, X=np.asarray(p.X), Y=np.asarray(p.Y), W=W, is_jax=False)
-        if not caller_is_jax and method == "closed" and p.n * p.m <= EAGER_MAX_PAIRS:
+        # The jacobian's work (and output) grows with d: count its (i, j, a) entries.
+        work = p.n * p.m * (p.d if op == "jacobian" else 1)
+        if not caller_is_jax and method == "closed" and work <= EAGER_MAX_PAIRS:
             out = _namespace_call(op, method, p.kernel, np, p.X, p.Y, p.W)
         else:
             x64 = jax.enable_x64(True) if p.dtype == np.float64 else contextlib.nullcontext()
