@@ -100,7 +100,8 @@ def _padded(op: str, method: str, p: Problem):
         # Inside the caller's own jit or vmap the shapes are already fixed: no padding.
         return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method), True
     # One point (grad) is not padded: a program per m at most, and no 16x wasted rows.
-    N, M = (1 if n == 1 else bucket(n)), bucket(m)
+    N = 1 if n == 1 else bucket(n)
+    M = N if p.same else bucket(m)
     X = reductions.pad_rows(p.X, N, True)
     Y = X if p.same else reductions.pad_rows(p.Y, M, True)
     W = None if p.W is None else reductions.pad_rows(p.W, M, False)
