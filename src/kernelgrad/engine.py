@@ -31,18 +31,26 @@ from .inputs import Problem, facts
 #: jacobian) runs eagerly in NumPy: measured by ``benchmarks/crossover.py``.
 EAGER_MAX_PAIRS = 40_000
 
-#: Problems this small are not padded: a distinct program per size is cheap to compile.
+#: Below this many points a problem is padded to MIN_BUCKET.
 MIN_BUCKET = 16
+
+#: From this many points on, padding waste costs more than compiling: buckets get finer.
+FINE_BUCKETS_FROM = 512
 
 
 def bucket(n: int) -> int:
-    """Round n up to the next of 4, 5, 6 or 7 times a power of two (at least MIN_BUCKET).
+    """The padded size for n points: few buckets for small n, fine ones for large n.
 
-    Four buckets per octave waste at most 25% of a dimension and keep the number of compiled
-    programs logarithmic in n: a loop from n = 100 to 200 compiles 5 of them.
+    Below :data:`FINE_BUCKETS_FROM`, n rounds up to 4, 5, 6 or 7 times a power of two (at
+    least MIN_BUCKET): compiling dominates there, and a loop from n = 100 to 200 compiles 5
+    programs. From it on, a call does enough work (a quarter of a million pairs) to amortise
+    a compile, while 25% of padding would cost up to 56% more pairs: the buckets of
+    :func:`kernelgrad.reductions.bucket` (at most 1/32 of padding) apply instead.
     """
     if n <= MIN_BUCKET:
         return MIN_BUCKET
+    if n >= FINE_BUCKETS_FROM:
+        return reductions.bucket(n)
     e = max(int(n - 1).bit_length() - 3, 0)
     step = 1 << e
     return -(-n // step) * step
