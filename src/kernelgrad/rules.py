@@ -101,17 +101,29 @@ def _family(cls: type) -> type | None:
     return next((family for family in _FAMILIES if issubclass(cls, family)), None)
 
 
-def tile(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc, *, need_value: bool = True) -> Tile:
+def tile(
+    kernel: K.AbstractKernel,
+    xp,
+    X,
+    Y,
+    Xc,
+    Yc,
+    *,
+    need_value: bool = True,
+    need_terms: bool = True,
+) -> Tile:
     """Closed-form values and derivative terms of ``kernel`` on X (n, d) against Y (m, d).
 
     ``Xc`` and ``Yc`` are X and Y shifted by one common centre. Stationary kernels use them:
     differences are unchanged, and the squared-norm expansion loses far less precision.
-    With ``need_value=False`` the values may be None, which saves an exp per pair in eager
-    NumPy (XLA drops unused values by itself).
+    With ``need_value=False`` the values may be None, and with ``need_terms=False`` the terms
+    are empty: in eager NumPy each saves a transcendental per pair (XLA drops unused work by
+    itself).
     """
     dtype = X.dtype
     cls = type(kernel)
     family = _family(cls)
+    flags = {"need_value": need_value, "need_terms": need_terms}
     if family is K.AbstractStationaryKernel:
         inv_sq = cls.inverse_sq_scale(kernel, xp, dtype)
         params = cls.profile_params(kernel, xp, dtype)
@@ -121,24 +133,29 @@ def tile(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc, *, need_value: bool = True)
         s = squared_distance(xp, X, Y, Xc, Yc, inv_sq, expand=expand)
         variance = xp.asarray(kernel.variance, dtype=dtype)
         value = variance * cls.f(xp, s, params) if need_value else None
+        if not need_terms:
+            return Tile(value, ())
         coef = variance * cls.df(xp, s, params)
         return Tile(value, (Term(coef, "diff", 2.0 * inv_sq),))
     if family is K.AbstractDotProductKernel:
         t = matmul(xp, X, Y.T)
         one = xp.asarray(1.0, dtype=dtype)
         value = cls.g(kernel, xp, t, dtype) if need_value else None
-        return Tile(value, (Term(cls.dg(kernel, xp, t, dtype), "y", one),))
+        terms = (Term(cls.dg(kernel, xp, t, dtype), "y", one),) if need_terms else ()
+        return Tile(value, terms)
     if family is K.Sum:
-        a = tile(kernel.k1, xp, X, Y, Xc, Yc, need_value=need_value)
-        b = tile(kernel.k2, xp, X, Y, Xc, Yc, need_value=need_value)
+        a = tile(kernel.k1, xp, X, Y, Xc, Yc, **flags)
+        b = tile(kernel.k2, xp, X, Y, Xc, Yc, **flags)
         return Tile(a.value + b.value if need_value else None, a.terms + b.terms)
     if family is K.Product:
-        a, b = tile(kernel.k1, xp, X, Y, Xc, Yc), tile(kernel.k2, xp, X, Y, Xc, Yc)
+        # The product rule needs both factors' values whatever the caller asked for.
+        a = tile(kernel.k1, xp, X, Y, Xc, Yc, need_terms=need_terms)
+        b = tile(kernel.k2, xp, X, Y, Xc, Yc, need_terms=need_terms)
         terms = tuple(t._replace(coef=t.coef * b.value) for t in a.terms)
         terms += tuple(t._replace(coef=t.coef * a.value) for t in b.terms)
         return Tile(a.value * b.value, terms)
     if family is K.Scaled:
-        base = tile(kernel.base, xp, X, Y, Xc, Yc, need_value=need_value)
+        base = tile(kernel.base, xp, X, Y, Xc, Yc, **flags)
         c = xp.asarray(kernel.scale, dtype=dtype)
         value = c * base.value if need_value else None
         return Tile(value, tuple(t._replace(coef=c * t.coef) for t in base.terms))
@@ -151,10 +168,15 @@ def centre(xp, X, Y):
     return X - c, Y - c
 
 
+def centre_for_expansion(xp, X, Y):
+    """Centred X and Y where the squared-distance expansion needs them, else X and Y as is
+    (differences need no centre, and computing it costs a pass over the points)."""
+    return centre(xp, X, Y) if X.shape[1] > DIFFERENCE_FORM_MAX_DIMS else (X, Y)
+
+
 def gram(kernel, xp, X, Y):
     """K[i, j] = k(x_i, y_j): (n, m)."""
-    Xc, Yc = centre(xp, X, Y)
-    return tile(kernel, xp, X, Y, Xc, Yc).value
+    return tile(kernel, xp, X, Y, *centre_for_expansion(xp, X, Y), need_terms=False).value
 
 
 def jacobian(kernel, xp, X, Y):
@@ -162,7 +184,7 @@ def jacobian(kernel, xp, X, Y):
     # Centred for the expansion (d > DIFFERENCE_FORM_MAX_DIMS), which cancels less on
     # points near the origin; differences always come from the raw points.
     parts = []
-    for term in tile(kernel, xp, X, Y, *centre(xp, X, Y), need_value=False).terms:
+    for term in tile(kernel, xp, X, Y, *centre_for_expansion(xp, X, Y), need_value=False).terms:
         factor = X[:, None, :] - Y[None, :, :] if term.kind == "diff" else Y[None, :, :]
         parts.append(term.coef[:, :, None] * (factor * term.scale))
     out = parts[0]
