@@ -95,7 +95,9 @@ def test_quick_covers_every_case(quick):
         if r["peer"] == "kernelgrad":
             assert r["first_call_s"] > 0 and r["fresh_second_call_s"] > 0, r
         else:
-            assert r["first_call_s"] is None and "--quick" in data["fresh_errors"][r["peer"]]
+            # Not measured: --quick skips fresh processes, or the peer's library is absent.
+            why = data["fresh_errors"][r["peer"]]
+            assert r["first_call_s"] is None and ("--quick" in why or "not installed" in why)
 
 
 def test_quick_all_approaches_agree(quick):
