@@ -32,10 +32,16 @@ _DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 class _Constants(NamedTuple):
     profile: type  # the kernel class, whose static df is the profile's derivative
-    inv_sq: float  # the squared distance's weight: 1 / l^2 (1 for Periodic)
-    coef: float  # 2 v inv_sq
     params: tuple  # profile hyperparameters (RQ's alpha, ...) as NumPy scalars
     rbf: bool  # f(s) = exp(-s / 2), so f'(s) = -f(s) / 2
+    # Per dtype, 0-d arrays: NumPy multiplies by a 0-d array of the same dtype about 250 ns
+    # faster than by a Python float, which it must convert on every call.
+    scale: dict  # multiplies |x - y|^2: inv_sq, or -inv_sq / 2 for RBF (exp's argument)
+    factor: dict  # multiplies the slope: 2 v inv_sq, or -v inv_sq for RBF
+
+
+def _per_dtype(value: float) -> dict:
+    return {dtype: np.asarray(value, dtype) for dtype in _DTYPES}
 
 
 def _constants(k) -> _Constants | None:
@@ -56,8 +62,11 @@ def _constants(k) -> _Constants | None:
         inv_sq = float(cls.inverse_sq_scale(k, np, np.float64))
         params = cls.profile_params(k, np, np.float64)
         if all(type(p) is np.ndarray or isinstance(p, float) for p in params):
-            coef = 2.0 * float(k.variance) * inv_sq
-            known = _Constants(cls, inv_sq, coef, params, issubclass(cls, K.RBF))
+            coef = 2.0 * float(k.variance) * inv_sq  # (2 v / l^2) f'(s) (x - y)
+            rbf = issubclass(cls, K.RBF)
+            # RBF: (2 v / l^2) f'(s) = -(v / l^2) exp(-s / 2), 1 / l^2 folded into exp's argument.
+            scale, factor = (-0.5 * inv_sq, -0.5 * coef) if rbf else (inv_sq, coef)
+            known = _Constants(cls, params, rbf, _per_dtype(scale), _per_dtype(factor))
     object.__setattr__(k, "_kernelgrad_eager", known)
     return known
 
@@ -79,17 +88,13 @@ def grad(k, x, Y):
         return None
     diff = x - Y
     s = diff * diff if one_dim else np.einsum("ja,ja->j", diff, diff)
+    s *= c.scale[dtype]
     if c.rbf:
-        # (2 v / l^2) f'(s) = -(v / l^2) exp(-s / 2), with 1 / l^2 folded into the exponent.
-        # Python-float factors keep float32 as float32.
-        s *= -0.5 * c.inv_sq
         slope = np.exp(s, out=s)
-        slope *= -0.5 * c.coef
     else:
-        s *= c.inv_sq
-        # Profile hyperparameters are float64 arrays: the result is cast back below.
+        # Profile hyperparameters are float64 arrays: cast back to the points' dtype.
         slope = c.profile.df(np, s, c.params).astype(dtype, copy=False)
-        slope *= c.coef
+    slope *= c.factor[dtype]
     if one_dim:
         slope *= diff  # in place: one allocation fewer, on a call that costs a few of them
         return slope
