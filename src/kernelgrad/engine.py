@@ -7,9 +7,10 @@
 * **Symmetric blocks** for a closed-form ``grad_sum`` with Y = X from
   a measured size on (:func:`symmetric.applies`): each exp serves (i, j) and (j, i).
 * **Jitted XLA** for everything else, and for anything that needs AD. Point counts are padded
-  up to a few size buckets per octave (:func:`bucket`) so that a growing n compiles a
-  handful of programs, not one per n. Padded points are copies of a real point, carrying
-  weight 0, so they never make a NaN; their outputs are sliced off.
+  up to size buckets (:func:`bucket`) so that a growing n compiles a handful of programs,
+  not one per n. Padded points are copies of a real point, carrying weight 0, so they never
+  make a NaN; their outputs are sliced off. For points in host memory (NumPy, or JAX on one
+  CPU) padding and slicing are NumPy views, and a JAX caller's result is transferred once.
 
 NumPy float64 inputs run under a *local* ``jax.enable_x64`` context: float64-accurate results
 without touching the user's global JAX configuration.
@@ -117,8 +118,7 @@ def _padded(op: str, method: str, p: Problem):
 
 
 def _crop(out, op: str, p: Problem):
-    """The first n rows (and m columns for gram/jacobian) of a padded result: a view for
-    NumPy, a slice program for JAX."""
+    """The first n rows (and m columns for gram/jacobian) of a padded host result (a view)."""
     if op in ("gram", "jacobian"):
         return out[: p.n, : p.m]
     return out[: p.n]
