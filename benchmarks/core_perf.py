@@ -11,8 +11,10 @@ Peers, all jitted and warmed, float64 under a local ``jax.enable_x64`` context:
 * ``hand closed (matmul)``: the same via x_i (K 1)_i - (K X)_i with K from differences;
 * ``kernelgrad``: ``kg.grad_sum(RBF(), X)`` / ``kg.grad(RBF(), X[0], X)`` on NumPy float64 input.
 
-Each time is the median over repeated calls, blocking on the result. The first call in a
-fresh process is measured in a subprocess that imports kernelgrad, then times one call.
+Each time is the median over repeated calls, blocking on the result, taken in interleaved
+rounds so that bursts of other load on a shared machine hit every approach alike. The first
+call in a fresh process is measured in a subprocess that imports kernelgrad, then times one
+call.
 """
 
 from __future__ import annotations
@@ -70,16 +72,24 @@ def hand_closed_matmul(X):
     return G.reshape(X.shape)
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        if hasattr(out, "block_until_ready"):
-            out.block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def median_times(fns: dict, repeats: int, rounds: int = 10) -> dict:
+    """Median seconds per call of each function, measured in interleaved rounds.
+
+    The machine is shared: a burst of someone else's load should hit every approach alike,
+    not whichever happened to be timed during it.
+    """
+    for fn in fns.values():
+        fn()
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(max(1, repeats // rounds)):
+                t0 = time.perf_counter()
+                out = fn()
+                if hasattr(out, "block_until_ready"):
+                    out.block_until_ready()
+                samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 FIRST_CALL = """
@@ -120,26 +130,28 @@ def main() -> None:
             Xj = jnp.asarray(X)
             reps = max(5, args.repeats * 100 // n)
             ref = hand_closed_diff(Xj)
-            t = {
-                "forum vmap(jacfwd)": median_time(
-                    lambda Xj=Xj: forum_grad_kernel_map(Xj, forum_kernel), reps
-                ),
-                "hand closed (diff)": median_time(lambda Xj=Xj: hand_closed_diff(Xj), reps),
-                "hand closed (matmul)": median_time(lambda Xj=Xj: hand_closed_matmul(Xj), reps),
-                "kernelgrad": median_time(lambda X=X: kg.grad_sum(k, X), reps),
-            }
+            t = median_times(
+                {
+                    "forum vmap(jacfwd)": lambda Xj=Xj: forum_grad_kernel_map(Xj, forum_kernel),
+                    "hand closed (diff)": lambda Xj=Xj: hand_closed_diff(Xj),
+                    "hand closed (matmul)": lambda Xj=Xj: hand_closed_matmul(Xj),
+                    "kernelgrad": lambda X=X: kg.grad_sum(k, X),
+                },
+                reps,
+            )
             err = float(np.max(np.abs(kg.grad_sum(k, X) - np.asarray(ref))) / np.max(np.abs(ref)))
             row = {"quantity": "grad_sum", "n": n, "d": d, "times_s": t, "rel_err": err}
             if n == 100:
                 row["first_call_s"] = first_call("grad_sum(k, X)")
             rows.append(row)
             if n == 100:
-                t = {
-                    "forum jacfwd": median_time(
-                        lambda Xj=Xj: forum_grad_kernel(Xj, forum_kernel), reps
-                    ),
-                    "kernelgrad": median_time(lambda X=X: kg.grad(k, X[0], X), reps),
-                }
+                t = median_times(
+                    {
+                        "forum jacfwd": lambda Xj=Xj: forum_grad_kernel(Xj, forum_kernel),
+                        "kernelgrad": lambda X=X: kg.grad(k, X[0], X),
+                    },
+                    reps,
+                )
                 rows.append(
                     {
                         "quantity": "grad",
