@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -76,19 +77,28 @@ def median_times(fns: dict, repeats: int, rounds: int = 10) -> dict:
     """Median seconds per call of each function, measured in interleaved rounds.
 
     The machine is shared: a burst of someone else's load should hit every approach alike,
-    not whichever happened to be timed during it.
+    not whichever happened to be timed during it. The order is shuffled in every round: a
+    call right after one that freed a large buffer (the n x n programs) runs measurably
+    slower, and a fixed order would always hand that cost to the same approach.
     """
     for fn in fns.values():
         fn()
     samples = {name: [] for name in fns}
+    order = list(fns)
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for name, fn in fns.items():
-            for _ in range(max(1, repeats // rounds)):
-                t0 = time.perf_counter()
+        shuffle(order)
+        for name in order:
+            fn = fns[name]
+            # A batch per sample: a single call of a few microseconds would mostly time the
+            # timer. Every call blocks on its own result.
+            batch = max(1, repeats // rounds)
+            t0 = time.perf_counter()
+            for _ in range(batch):
                 out = fn()
                 if hasattr(out, "block_until_ready"):
                     out.block_until_ready()
-                samples[name].append(time.perf_counter() - t0)
+            samples[name].append((time.perf_counter() - t0) / batch)
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
