@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import autodiff, compile_cache, reductions, rules, sharding, symmetric
+from . import autodiff, compile_cache, hessian, reductions, rules, sharding, symmetric
 from .inputs import Problem, facts
 
 #: Closed-form work on NumPy inputs with at most this many (i, j) pairs (times d for a
@@ -57,7 +57,24 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
+#: Ops whose result has a row per x_i and a column per y_j (cropped in both).
+_PAIRWISE = ("gram", "jacobian", "cross_hessian")
+
+
+def _eager_work(op: str, p: Problem) -> tuple[int, int]:
+    """(work, limit): the result entries an eager NumPy call would compute, and the most
+    that still runs eagerly (measured crossovers)."""
+    if op == "cross_hessian":
+        return p.n * p.m * p.d * p.d, hessian.EAGER_MAX_ENTRIES
+    # The jacobian's work (and output) grows with d: count its (i, j, a) entries.
+    return p.n * p.m * (p.d if op == "jacobian" else 1), EAGER_MAX_PAIRS
+
+
 def _namespace_call(op: str, method: str, kernel, xp, X, Y, W):
+    if op == "cross_hessian":
+        if method == "closed":
+            return hessian.closed_cross_hessian(kernel, xp, X, Y)
+        return hessian.ad_cross_hessian(kernel, X, Y, method)
     if method == "closed":
         if op == "gram":
             return rules.gram(kernel, xp, X, Y)
@@ -118,8 +135,8 @@ def _padded(op: str, method: str, p: Problem):
 
 
 def _crop(out, op: str, p: Problem):
-    """The first n rows (and m columns for gram/jacobian) of a padded host result (a view)."""
-    if op in ("gram", "jacobian"):
+    """The first n rows (and m columns for pairwise ops) of a padded host result (a view)."""
+    if op in _PAIRWISE:
         return out[: p.n, : p.m]
     return out[: p.n]
 
@@ -160,16 +177,15 @@ def run(op: str, method: str, p: Problem, finish=None):
         if not _on_host(p):
             out, cropped = _padded(op, method, p)
             if not cropped:
-                out = reductions.crop(out, p.n, p.m if op in ("gram", "jacobian") else None)
+                out = reductions.crop(out, p.n, p.m if op in _PAIRWISE else None)
             return out if finish is None else finish(out)
         caller_is_jax = p.is_jax
         if caller_is_jax:
             # Zero-copy views of the CPU buffers.
             W = None if p.W is None else np.asarray(p.W)
             p = replace(p, X=np.asarray(p.X), Y=np.asarray(p.Y), W=W, is_jax=False)
-        # The jacobian's work (and output) grows with d: count its (i, j, a) entries.
-        work = p.n * p.m * (p.d if op == "jacobian" else 1)
-        if not caller_is_jax and method == "closed" and work <= EAGER_MAX_PAIRS:
+        work, limit = _eager_work(op, p)
+        if not caller_is_jax and method == "closed" and work <= limit:
             out = _namespace_call(op, method, p.kernel, np, p.X, p.Y, p.W)
         else:
             x64 = jax.enable_x64(True) if p.dtype == np.float64 else contextlib.nullcontext()

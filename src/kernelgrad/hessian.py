@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from . import compile_cache, engine, memory, rules
+from . import engine, memory, rules
 from . import kernels as K
 from .inputs import Problem, check_mode, prepare
 
@@ -260,35 +260,6 @@ def method_for(p: Problem, mode: str, what: str) -> str:
     return "closed" if closed else "forward"
 
 
-@compile_cache.jit(static_argnames=("method",))
-def _compiled(kernel, X, Y, *, method):
-    if method == "closed":
-        return closed_cross_hessian(kernel, jnp, X, Y)
-    return ad_cross_hessian(kernel, X, Y, method)
-
-
-def _pad(xp, A, rows: int):
-    """A padded to ``rows`` rows with copies of its first row (a real point: no NaN)."""
-    extra = xp.broadcast_to(A[:1], (rows - A.shape[0], A.shape[1]))
-    return xp.concatenate([A, extra], axis=0)
-
-
-def _run(p: Problem, method: str):
-    if not p.is_jax and method == "closed" and p.n * p.m * p.d * p.d <= EAGER_MAX_ENTRIES:
-        return closed_cross_hessian(p.kernel, np, p.X, p.Y)
-    # Size buckets, as in the engine, so that a growing n compiles a handful of programs.
-    n, m = p.n, p.m
-    xp = jnp if p.is_jax else np
-    X = _pad(xp, p.X, engine.bucket(n))
-    Y = X if p.same else _pad(xp, p.Y, engine.bucket(m))
-    if p.is_jax:
-        return _compiled(p.kernel, X, Y, method=method)[:n, :m]
-    if p.dtype == np.float64:
-        with jax.enable_x64(True):
-            return np.asarray(_compiled(p.kernel, X, Y, method=method)[:n, :m])
-    return np.asarray(_compiled(p.kernel, X, Y, method=method)[:n, :m])
-
-
 def cross_hessian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d d"]:
     """Cross-Hessian H[i, j, a, b] = d^2 k(x_i, y_j) / dx_ia dy_jb, of shape (n, m, d, d).
 
@@ -320,11 +291,13 @@ def cross_hessian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d d"
     p = prepare(k, X, Y)
     method = method_for(p, mode, "cross_hessian")
     memory.check_dense("cross_hessian", (p.n, p.m, p.d, p.d), p.dtype, p.X)
+    squeeze = (lambda out: out[..., 0, 0]) if p.squeeze else None
     if p.n == 0 or p.m == 0:
         out = (jnp if p.is_jax else np).zeros((p.n, p.m, p.d, p.d), p.dtype)
-    else:
-        out = _run(p, method)
-    return out[..., 0, 0] if p.squeeze else out
+        return out if squeeze is None else squeeze(out)
+    # The engine pads to size buckets, runs eagerly or compiled, and crops, as for the
+    # first-order transforms.
+    return engine.run("cross_hessian", method, p, finish=squeeze)
 
 
 __all__ = ["cross_hessian"]
