@@ -37,7 +37,7 @@ from jaxtyping import Array, Float
 
 from . import engine, memory, rules
 from . import kernels as K
-from .inputs import Problem, check_mode, prepare
+from .inputs import Problem, check_mode, explicit_method, prepare
 
 #: Closed-form cross-Hessians of NumPy inputs with at most this many output entries
 #: (n m d^2) run eagerly in NumPy, with no compile (cf. ``engine.EAGER_MAX_PAIRS``).
@@ -246,18 +246,10 @@ def ad_input_gradients(kernel, X, Y):
 
 def method_for(p: Problem, mode: str, what: str) -> str:
     """The method ``mode`` resolves to for a second-order quantity, or a clear error."""
-    check_mode(mode)
+    check_mode(mode)  # a bad mode is reported before a bad kernel
     check_twice_differentiable(p.kernel, what)
-    closed = p.kernel.has_closed_form
-    if mode == "closed" and not closed:
-        raise ValueError(
-            f"mode='closed' needs analytic rules, which {type(p.kernel).__name__} does not "
-            "have; use mode='forward', 'reverse' or 'auto'."
-        )
-    if mode != "auto":
-        return mode
     # Forward-over-reverse costs d passes per pair, each O(d): the cheapest AD Hessian.
-    return "closed" if closed else "forward"
+    return explicit_method(p, mode) or "forward"
 
 
 def cross_hessian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d d"]:

@@ -77,6 +77,25 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {', '.join(map(repr, MODES))}.")
 
 
+def explicit_method(p: Problem, mode: str) -> str | None:
+    """The method ``mode`` names for problem ``p``, or None for ``"auto"`` without closed form.
+
+    Validates the mode, and refuses ``"closed"`` for a kernel without analytic rules with an
+    error naming the modes that apply. ``"auto"`` resolves to ``"closed"`` where it exists;
+    otherwise the transform picks its AD mode.
+    """
+    check_mode(mode)
+    closed = facts(p.kernel).closed_form
+    if mode == "closed" and not closed:
+        raise ValueError(
+            f"mode='closed' needs analytic rules, which {type(p.kernel).__name__} does not "
+            "have; use mode='forward', 'reverse' or 'auto'."
+        )
+    if mode != "auto":
+        return mode
+    return "closed" if closed else None
+
+
 def _as_float_array(name: str, value):
     """A real floating array (NumPy or JAX, as given); integers and bools are promoted."""
     if type(value) is np.ndarray and value.dtype.kind == "f":

@@ -22,24 +22,16 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import eager_grad, engine, memory
-from .inputs import MODES, Problem, check_mode, facts, prepare
+from .inputs import MODES, Problem, explicit_method, prepare
 
 #: Above this many dimensions one reverse pass beats d forward passes for a weighted sum.
 FORWARD_MAX_DIMS_FOR_SUM = 2
 
 
 def _method(op: str, p: Problem, mode: str) -> str:
-    check_mode(mode)
-    closed = facts(p.kernel).closed_form
-    if mode == "closed" and not closed:
-        raise ValueError(
-            f"mode='closed' needs analytic rules, which {type(p.kernel).__name__} does not "
-            "have; use mode='forward', 'reverse' or 'auto'."
-        )
-    if mode != "auto":
-        return mode
-    if closed:
-        return "closed"
+    method = explicit_method(p, mode)
+    if method is not None:
+        return method
     if op == "grad_sum" and p.d > FORWARD_MAX_DIMS_FOR_SUM:
         return "reverse"
     return "forward"
