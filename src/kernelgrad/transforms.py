@@ -37,12 +37,11 @@ def _method(op: str, p: Problem, mode: str) -> str:
     return "forward"
 
 
-def _empty(p: Problem, shape):
+def _empty(p: Problem, shape, *, squeeze: bool = False):
+    """An empty result of ``shape`` (n or m is 0), without the d axis for 1-D points."""
+    if squeeze and p.squeeze:
+        shape = shape[:-1]
     return (jnp if p.is_jax else np).zeros(shape, p.dtype)
-
-
-def _finish(out, p: Problem, squeeze_last: bool):
-    return out[..., 0] if squeeze_last and p.squeeze else out
 
 
 def _squeezer(p: Problem):
@@ -83,7 +82,7 @@ def jacobian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d"]:
     p = prepare(k, X, Y)
     method = _method("jacobian", p, mode)
     if p.n == 0 or p.m == 0:
-        return _finish(_empty(p, (p.n, p.m, p.d)), p, True)
+        return _empty(p, (p.n, p.m, p.d), squeeze=True)
     memory.check_dense("jacobian", (p.n, p.m, p.d), p.dtype, p.X)
     return engine.run("jacobian", method, p, finish=_squeezer(p))
 
@@ -107,7 +106,7 @@ def grad(k, x, Y=None, *, mode: str = "auto") -> Float[Array, "m d"]:
     p = prepare(k, x, Y, single=True)
     method = _method("jacobian", p, mode)
     if p.m == 0:
-        return _finish(_empty(p, (p.m, p.d)), p, True)
+        return _empty(p, (p.m, p.d), squeeze=True)
     first_row = (lambda J: J[0, :, 0]) if p.squeeze else (lambda J: J[0])
     return engine.run("jacobian", method, p, finish=first_row)
 
@@ -134,7 +133,7 @@ def grad_sum(k, X, Y=None, weights=None, *, mode: str = "auto") -> Float[Array, 
     p = prepare(k, X, Y, weights)
     method = _method("grad_sum", p, mode)
     if p.n == 0 or p.m == 0:  # an empty sum over j is 0
-        return _finish(_empty(p, (p.n, p.d)), p, True)
+        return _empty(p, (p.n, p.d), squeeze=True)
     if p.W is None:
         p = _with_unit_weights(p)
     return engine.run("grad_sum", method, p, finish=_squeezer(p))
