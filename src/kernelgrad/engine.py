@@ -18,7 +18,6 @@ without touching the user's global JAX configuration.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import replace
 
 import jax
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import autodiff, compile_cache, hessian, reductions, rules, sharding, symmetric
-from .inputs import Problem, facts
+from .inputs import Problem, facts, local_x64
 
 #: Closed-form work on NumPy inputs with at most this many (i, j) pairs (times d for a
 #: jacobian) runs eagerly in NumPy: measured by ``benchmarks/crossover.py``.
@@ -188,8 +187,7 @@ def run(op: str, method: str, p: Problem, finish=None):
         if not caller_is_jax and method == "closed" and work <= limit:
             out = _namespace_call(op, method, p.kernel, np, p.X, p.Y, p.W)
         else:
-            x64 = jax.enable_x64(True) if p.dtype == np.float64 else contextlib.nullcontext()
-            with x64:
+            with local_x64(p.dtype):
                 padded, _ = _padded(op, method, p)
                 out = _crop(np.asarray(padded), op, p)
         out = out if finish is None else finish(out)

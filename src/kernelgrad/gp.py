@@ -31,7 +31,6 @@ without touching JAX's global configuration. Results come back as NumPy arrays.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ import optax
 from jaxtyping import Array, Float
 
 from . import autodiff, gradient_kernel, hessian, reductions, rules
+from .inputs import local_x64
 from .kernels import AbstractKernel
 from .kernels import kernel as as_kernel
 
@@ -60,10 +60,6 @@ CG_MAXITER = 1000
 #: Test points are predicted this many at a time, so that the cross-covariance needed by
 #: the variance, (observations, chunk), stays small.
 PREDICT_CHUNK = 256
-
-
-def _x64(dtype) -> contextlib.AbstractContextManager:
-    return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
 
 
 def _positive(name, value):
@@ -288,7 +284,7 @@ class GradientGP(eqx.Module):
             b = jnp.asarray(y) if G is None else jnp.concatenate([y, jnp.reshape(G, (-1,))])
             return _log_marginal_likelihood(self, X, b, G is not None)
         X, b, with_gradients, dtype = _data(X, y, G)
-        with _x64(dtype):
+        with local_x64(dtype):
             lml = _log_marginal_likelihood(self, jnp.asarray(X), jnp.asarray(b), with_gradients)
             return float(lml)
 
@@ -321,7 +317,7 @@ class GradientGP(eqx.Module):
         size = b.shape[0]
         if method == "auto":
             method = "cholesky" if size <= CHOLESKY_MAX else "cg"
-        with _x64(dtype):
+        with local_x64(dtype):
             cov = _Covariance(self.kernel, jnp.asarray(X), with_gradients, cov_method)
             noise = cov.noise(self.value_noise, self.gradient_noise)
             if method == "cholesky":
@@ -371,7 +367,7 @@ class Posterior(eqx.Module):
     def _mean_and_gradient(self, Xs):
         """(mean (ns,), mean gradient (ns, d)) from one product with the cross-covariance."""
         Xs = self._points(Xs)
-        with _x64(Xs.dtype):
+        with local_x64(Xs.dtype):
             cov = self.cov
             Xs_j = jnp.asarray(Xs)
             ns, d = Xs.shape
@@ -404,7 +400,7 @@ class Posterior(eqx.Module):
         """
         Xs = self._points(Xs)
         out = []
-        with _x64(Xs.dtype):
+        with local_x64(Xs.dtype):
             for start in range(0, Xs.shape[0], PREDICT_CHUNK):
                 chunk = jnp.asarray(Xs[start : start + PREDICT_CHUNK])
                 c = self.cov.cross(chunk)  # (n_obs, chunk)
@@ -481,7 +477,7 @@ def fit(
     spec = _trainable(gp, fixed)
     params, static = eqx.partition(gp, spec)
     optimizer = optimizer or optax.adam(learning_rate)
-    with _x64(dtype):
+    with local_x64(dtype):
         eta = jax.tree.map(lambda a: jnp.log(jnp.asarray(a, dtype)), params)
         X_j, b_j = jnp.asarray(X), jnp.asarray(b)
 

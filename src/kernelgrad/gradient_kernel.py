@@ -43,7 +43,7 @@ from jaxtyping import Array, Float
 
 from . import autodiff, compile_cache, hessian, memory, reductions, rules, sharding
 from .hessian import Field
-from .inputs import prepare
+from .inputs import local_x64, prepare
 from .kernels import AbstractKernel
 from .reductions import default_blocks, tiled_row_reduce
 
@@ -293,10 +293,8 @@ class GradientGram(eqx.Module):
 
         if self.is_jax:
             return run()
-        if self.dtype == np.float64:
-            with jax.enable_x64(True):
-                return np.asarray(run())
-        return np.asarray(run())
+        with local_x64(self.dtype):
+            return np.asarray(run())
 
     def matvec(self, v) -> Float[Array, "N ..."]:
         """The product with v of shape (m (d + 1),) or (m (d + 1), p): (n (d + 1),) or (.., p).

@@ -14,14 +14,12 @@ mode: one JVP per hyperparameter entry, each as cheap as one Gram matrix.
 
 from __future__ import annotations
 
-import contextlib
-
 import equinox as eqx
 import jax
 import numpy as np
 
 from . import autodiff, gradient_kernel, hessian
-from .inputs import prepare
+from .inputs import local_x64, prepare
 
 
 def hyper_grad(k, X, Y=None, *, gradients: bool = False):
@@ -63,8 +61,7 @@ def hyper_grad(k, X, Y=None, *, gradients: bool = False):
             return gradient_kernel._dense(kernel, p.X, p.Y, method=method)
         return autodiff.gram(kernel, p.X, p.Y)
 
-    x64 = not p.is_jax and p.dtype == np.float64
-    with jax.enable_x64(True) if x64 else contextlib.nullcontext():
+    with local_x64(p.dtype):
         jac = jax.jacfwd(matrix)(params)
         if not p.is_jax:
             jac = jax.tree.map(np.asarray, jac)

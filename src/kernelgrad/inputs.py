@@ -6,6 +6,7 @@ expected), never as a traceback from inside JAX.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -70,6 +71,15 @@ def facts(k: AbstractKernel) -> KernelFacts:
         known = KernelFacts(k.has_closed_form, k.ard_dims, traced)
         object.__setattr__(k, "_kernelgrad_facts", known)
     return known
+
+
+def local_x64(dtype) -> contextlib.AbstractContextManager:
+    """``jax.enable_x64`` for float64 work, scoped to the ``with`` block; nothing otherwise.
+
+    NumPy float64 inputs get float64 results this way without the user's global JAX
+    configuration changing.
+    """
+    return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
 
 
 def check_mode(mode: str) -> None:
