@@ -365,10 +365,11 @@ def _first_call(r: Result, peer, case, X, reference, config, done: BenchResults)
             return skip(f"XLA plans {_size(planned[0])}{cubic}, {budget}")
         compile_s = planned[1]
     predicted = _predict_seconds(r, peer, done)
-    if predicted is not None and predicted * (config.min_repeats + 1) > config.time_budget_s:
+    calls = config.min_repeats + 1
+    if predicted is not None and predicted * calls > config.time_budget_s:
         return skip(
-            f"predicted {predicted:.2g} s a call from n={_previous_n(r, done)}, over the "
-            f"{config.time_budget_s:g} s time budget"
+            f"predicted {predicted:.2g} s a call from n={_previous_n(r, done)}: its {calls} "
+            f"timed calls would exceed the {config.time_budget_s:g} s time budget"
         )
     r.path = peer.path(case)
     try:
