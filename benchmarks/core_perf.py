@@ -1,15 +1,23 @@
-"""Issue 2's performance targets: kernelgrad against the forum's JAX code, in one process.
+"""kernelgrad against the forum's JAX code as posted and hand-written closed forms, in one process.
 
 Run: ``python benchmarks/core_perf.py [--repeats 200] [--json out.json]``
 
-Peers, all jitted and warmed, float64 under a local ``jax.enable_x64`` context:
+Peers, all jitted and warmed, float64 under a local ``jax.enable_x64`` context, on JAX arrays:
 
-* ``forum vmap(jacfwd)``: the forum's ``grad_kernel_map`` with the kernel corrected to
-  exp(-0.5 |x - y|^2) (for d = 3 the same code over (d,)-shaped points);
-* ``forum jacfwd``: the forum's ``grad_kernel``;
-* ``hand closed (diff)``: the closed form written directly, sum_j -(x_i - x_j) k_ij;
-* ``hand closed (matmul)``: the same via x_i (K 1)_i - (K X)_i with K from differences;
+* ``forum vmap(jacfwd)``: the forum's ``grad_kernel_map`` as posted, with its kernel fixed
+  (``kernelgrad.bench.forum``: the squares restored, points of any d); it runs the kernel on
+  scalars inside ``vmap``, so it never builds (n, 1)-shaped arrays;
+* ``forum jacfwd``: the forum's ``grad_kernel`` as posted;
+* ``xla diff`` and ``xla matmul``: the closed form written directly in jax.numpy, in the
+  difference form and the matmul form (``kernelgrad.bench.hand``);
 * ``kernelgrad``: ``kg.grad_sum(RBF(), X)`` / ``kg.grad(RBF(), X[0], X)`` on NumPy float64 input.
+
+Two more measurements:
+
+* **fixed cost**: ``kg.grad_sum`` against the bare compiled program it runs, called directly
+  on inputs already padded: what validation, padding, cropping and transfer add per call;
+* **inside jit**: ``jax.jit(lambda X: kg.grad_sum(k, X))`` against the fastest hand-written
+  jitted closed form, on JAX arrays.
 
 Each time is the median over repeated calls, blocking on the result, taken in interleaved
 rounds so that bursts of other load on a shared machine hit every approach alike. The first
@@ -26,51 +34,19 @@ import statistics
 import subprocess
 import sys
 import time
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import kernelgrad as kg
+from kernelgrad import engine, reductions
+from kernelgrad.bench import forum
+from kernelgrad.bench.hand import xla_closed_form
 
-
-def forum_kernel(x, X):
-    """The forum's rbf_kernel with the bug fixed: k(x, X_j) = exp(-0.5 |x - X_j|^2)."""
-    x = jnp.reshape(x, (1, -1))
-    X = jnp.reshape(X, (X.shape[0], -1))
-    r2 = jnp.sum((x - X) ** 2, axis=-1)
-    return jnp.exp(-0.5 * r2)
-
-
-@partial(jax.jit, static_argnums=1)
-def forum_grad_kernel(x, kernel):
-    return jax.jacfwd(kernel)(x[0], x)
-
-
-@partial(jax.jit, static_argnums=1)
-def forum_grad_kernel_map(x, kernel):
-    J = jax.vmap(jax.jacfwd(kernel), in_axes=(0, None))(x, x)
-    return jnp.sum(J, axis=1)
-
-
-@jax.jit
-def hand_closed_diff(X):
-    if X.ndim == 1:
-        diff = X[:, None] - X[None, :]
-        return jnp.sum(-diff * jnp.exp(-0.5 * diff * diff), axis=1)
-    diff = X[:, None, :] - X[None, :, :]
-    k = jnp.exp(-0.5 * jnp.sum(diff * diff, axis=-1))
-    return -jnp.sum(k[:, :, None] * diff, axis=1)
-
-
-@jax.jit
-def hand_closed_matmul(X):
-    X2 = X.reshape(X.shape[0], -1)
-    s = sum((X2[:, a, None] - X2[None, :, a]) ** 2 for a in range(X2.shape[1]))
-    k = jnp.exp(-0.5 * s)
-    G = -(X2 * jnp.sum(k, axis=1)[:, None] - k @ X2)
-    return G.reshape(X.shape)
+FORUM_KERNEL = forum.rbf_kernel_fixed
+XLA_DIFF = xla_closed_form("grad_map", "diff")
+XLA_MATMUL = xla_closed_form("grad_map", "matmul")
 
 
 def median_times(fns: dict, repeats: int, rounds: int = 10) -> dict:
@@ -127,57 +103,98 @@ def points(n: int, d: int) -> np.ndarray:
     return rng.uniform(-1.0, 1.0, (n, d))
 
 
+def _grad_sum_rows(k, args) -> list[dict]:
+    rows = []
+    for n, d in [(100, 1), (1000, 1), (4000, 1), (1000, 3)]:
+        X = points(n, d)
+        Xj = jnp.asarray(X)
+        reps = max(5, args.repeats * 100 // n)
+        ref = np.asarray(XLA_DIFF(Xj))
+        t = median_times(
+            {
+                "forum vmap(jacfwd)": lambda Xj=Xj: forum.grad_kernel_map(Xj, FORUM_KERNEL),
+                "xla diff": lambda Xj=Xj: XLA_DIFF(Xj),
+                "xla matmul": lambda Xj=Xj: XLA_MATMUL(Xj),
+                "kernelgrad": lambda X=X: kg.grad_sum(k, X),
+            },
+            reps,
+        )
+        err = float(np.max(np.abs(kg.grad_sum(k, X) - ref)) / np.max(np.abs(ref)))
+        row = {"quantity": "grad_sum", "n": n, "d": d, "times_s": t, "rel_err": err}
+        if n == 100:
+            row["first_call_s"] = first_call("grad_sum(k, X)")
+        rows.append(row)
+        if n == 100:
+            t = median_times(
+                {
+                    "forum jacfwd": lambda Xj=Xj: forum.grad_kernel(Xj, FORUM_KERNEL),
+                    "kernelgrad": lambda X=X: kg.grad(k, X[0], X),
+                },
+                reps,
+            )
+            row = {"quantity": "grad", "n": n, "d": d, "times_s": t}
+            rows.append({**row, "first_call_s": first_call("grad(k, X[0], X)")})
+    return rows
+
+
+def _fixed_cost_rows(k, args) -> list[dict]:
+    """kg.grad_sum against its own compiled program called bare, on pre-padded inputs."""
+    rows = []
+    for n, d in [(1000, 1), (1000, 3)]:
+        X = points(n, d).reshape(n, d)
+        N = engine.bucket(n)
+        Xp = reductions.pad_rows(X, N, True)
+        Wp = reductions.pad_rows(np.ones(n), N, False)
+        kg.grad_sum(k, X)  # compiles the program that the bare call reuses
+        t = median_times(
+            {
+                "bare program": lambda Xp=Xp, Wp=Wp: engine._executable(
+                    "grad_sum", "closed", k, Xp, Xp, Wp
+                ),
+                "kernelgrad": lambda X=X: kg.grad_sum(k, X),
+            },
+            max(5, args.repeats // 10),
+        )
+        over = t["kernelgrad"] - t["bare program"]
+        rows.append({"quantity": "fixed cost", "n": n, "d": d, "times_s": t, "fixed_s": over})
+    return rows
+
+
+def _inside_jit_rows(k, args) -> list[dict]:
+    rows = []
+    traced = jax.jit(lambda X: kg.grad_sum(k, X))
+    for n, d in [(1000, 1), (3000, 1), (1000, 3), (3000, 3)]:
+        Xj = jnp.asarray(points(n, d))
+        t = median_times(
+            {
+                "xla diff": lambda Xj=Xj: XLA_DIFF(Xj),
+                "xla matmul": lambda Xj=Xj: XLA_MATMUL(Xj),
+                "kernelgrad": lambda Xj=Xj: traced(Xj),
+            },
+            max(5, args.repeats * 100 // n),
+        )
+        rows.append({"quantity": "inside jit", "n": n, "d": d, "times_s": t})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     k = kg.RBF()
-    rows = []
     with jax.enable_x64(True):
-        for n, d in [(100, 1), (1000, 1), (4000, 1), (1000, 3)]:
-            X = points(n, d)
-            Xj = jnp.asarray(X)
-            reps = max(5, args.repeats * 100 // n)
-            ref = hand_closed_diff(Xj)
-            t = median_times(
-                {
-                    "forum vmap(jacfwd)": lambda Xj=Xj: forum_grad_kernel_map(Xj, forum_kernel),
-                    "hand closed (diff)": lambda Xj=Xj: hand_closed_diff(Xj),
-                    "hand closed (matmul)": lambda Xj=Xj: hand_closed_matmul(Xj),
-                    "kernelgrad": lambda X=X: kg.grad_sum(k, X),
-                },
-                reps,
-            )
-            err = float(np.max(np.abs(kg.grad_sum(k, X) - np.asarray(ref))) / np.max(np.abs(ref)))
-            row = {"quantity": "grad_sum", "n": n, "d": d, "times_s": t, "rel_err": err}
-            if n == 100:
-                row["first_call_s"] = first_call("grad_sum(k, X)")
-            rows.append(row)
-            if n == 100:
-                t = median_times(
-                    {
-                        "forum jacfwd": lambda Xj=Xj: forum_grad_kernel(Xj, forum_kernel),
-                        "kernelgrad": lambda X=X: kg.grad(k, X[0], X),
-                    },
-                    reps,
-                )
-                rows.append(
-                    {
-                        "quantity": "grad",
-                        "n": n,
-                        "d": d,
-                        "times_s": t,
-                        "first_call_s": first_call("grad(k, X[0], X)"),
-                    }
-                )
+        rows = _grad_sum_rows(k, args) + _fixed_cost_rows(k, args) + _inside_jit_rows(k, args)
     for row in rows:
         kgt = row["times_s"]["kernelgrad"]
-        ratios = ", ".join(
-            f"{name} {t * 1e6:.1f} us ({t / kgt:.2f}x)" for name, t in row["times_s"].items()
-        )
+        best = min(t for name, t in row["times_s"].items() if name != "kernelgrad")
+        ratios = ", ".join(f"{name} {t * 1e6:.1f} us" for name, t in row["times_s"].items())
         extra = f"; first call {row['first_call_s'] * 1e3:.2f} ms" if "first_call_s" in row else ""
-        print(f"{row['quantity']:8s} n={row['n']:5d} d={row['d']}: {ratios}{extra}")
+        if "fixed_s" in row:
+            extra += f"; fixed cost {row['fixed_s'] * 1e6:.1f} us"
+        else:
+            extra = f"; kernelgrad / fastest other {kgt / best:.2f}x" + extra
+        print(f"{row['quantity']:10s} n={row['n']:5d} d={row['d']}: {ratios}{extra}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

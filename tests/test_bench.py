@@ -128,8 +128,10 @@ def test_quick_terminal_output_and_plot(quick):
     assert "as posted" in proc.stdout
     assert "Sweep: RBF, d = 3" in proc.stdout
     assert "Traceback" not in proc.stderr
-    with open(out / "bench.png", "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    for name in ("bench.png", "bench-ratio.png"):
+        with open(out / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "kernelgrad is within 1.1x of the fastest in" in proc.stdout
 
 
 def test_reverse_mode_over_memory_budget_is_skipped():

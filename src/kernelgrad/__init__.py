@@ -22,6 +22,8 @@ from .transforms import grad
 from .transforms import jacobian
 from .transforms import grad_sum
 from .transforms import gram_matvec
+from .transforms import Plan
+from .transforms import explain
 
 __version__ = "0.1.0"
 

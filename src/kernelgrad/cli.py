@@ -216,7 +216,9 @@ def bench(args, config) -> int:
         console.print(f"wrote {args.json}")
     if args.plot:
         report.write_plot(results, args.plot)
-        console.print(f"wrote {args.plot}")
+        ratios = report.ratio_plot_path(args.plot)
+        report.write_ratio_plot(results, ratios)
+        console.print(f"wrote {args.plot} and {ratios}")
     return 0
 
 

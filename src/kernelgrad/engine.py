@@ -18,6 +18,7 @@ without touching the user's global JAX configuration.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 
 import jax
@@ -98,7 +99,89 @@ def _namespace_call(op: str, method: str, kernel, xp, X, Y, W):
 
 @compile_cache.jit(static_argnames=("op", "method"))
 def _compiled(kernel, X, Y, W, *, op, method):
-    return _namespace_call(op, method, kernel, jnp, X, Y, W)
+    """``Y=None`` means Y = X, traced as one argument so that XLA shares the work on both."""
+    return _namespace_call(op, method, kernel, jnp, X, X if Y is None else Y, W)
+
+
+#: How many kernels' flattened parts, and how many compiled programs, are kept.
+CACHE_SIZE = 256
+
+_kernel_parts: dict[int, tuple] = {}
+_executables: dict[tuple, object] = {}
+
+
+def _remember(cache: dict, key, value):
+    if len(cache) >= CACHE_SIZE:
+        cache.pop(next(iter(cache)))  # the oldest entry
+    cache[key] = value
+    return value
+
+
+def _parts(kernel) -> tuple:
+    """(leaves, signature) of a concrete kernel, looked up by identity.
+
+    Flattening an equinox module costs a microsecond or more per call, as does letting jit
+    flatten it again. The kernel is held in the entry, so its id cannot be reused while the
+    entry lives, and its leaves are read-only arrays, so the entry never goes stale.
+    """
+    hit = _kernel_parts.get(id(kernel))
+    if hit is None or hit[0] is not kernel:
+        leaves, treedef = jax.tree.flatten(kernel)
+        signature = (treedef, tuple((np.shape(a), np.result_type(a)) for a in leaves))
+        hit = _remember(_kernel_parts, id(kernel), (kernel, leaves, signature))
+    return hit[1], hit[2]
+
+
+def _executable(op: str, method: str, kernel, X, Y, W):
+    """``_compiled``'s program for these arguments, compiled ahead of time and kept.
+
+    Calling the compiled executable directly skips, on every call, what only compiling
+    needs: the cache scope, the x64 and rank-promotion contexts, and re-flattening the
+    kernel.
+    """
+    leaves, signature = _parts(kernel)
+    # Y = X is traced as one argument: XLA then shares the work on Y with the work on X.
+    Y = None if Y is X else Y
+    shapes = (X.shape, X.dtype, None if Y is None else Y.shape, None if W is None else W.shape)
+    key = (op, method, signature, shapes)
+    exe = _executables.get(key)
+    if exe is None:
+        treedef = signature[0]
+
+        def program(leaves, X, Y, W):
+            Y = X if Y is None else Y
+            return _namespace_call(op, method, treedef.unflatten(leaves), jnp, X, Y, W)
+
+        with compile_cache.scope(), local_x64(X.dtype), jax.numpy_rank_promotion("allow"):
+            exe = jax.jit(program).lower(leaves, X, Y, W).compile()
+        _remember(_executables, key, exe)
+    if X.dtype == np.float64:
+        # The executable checks its float64 arguments against the x64 mode of the call.
+        with jax.enable_x64(True):
+            return exe(leaves, X, Y, W)
+    return exe(leaves, X, Y, W)
+
+
+def route(op: str, method: str, p: Problem) -> str:
+    """Which program runs ``op`` on a problem that is not eager NumPy.
+
+    ``"symmetric"`` (Y = X blocks, each exp serving (i, j) and (j, i)), ``"tiled"``
+    (matrix-free, sharded over the local devices), ``"traced"`` (inside the caller's own jit
+    or vmap: their shapes, no padding) or ``"dense"`` (one program per size bucket).
+    """
+    traced = any(isinstance(a, jax.core.Tracer) for a in (p.X, p.Y, p.W))
+    if (
+        op == "grad_sum"
+        and method == "closed"
+        and p.same
+        and symmetric.applies(p.n, p.d)
+        and jax.local_device_count() == 1
+        and not traced
+    ):
+        return "symmetric"
+    if op in ("grad_sum", "gram_matvec") and p.n * p.m > reductions.TILED_MIN_PAIRS:
+        return "tiled"
+    return "traced" if traced else "dense"
 
 
 def _padded(op: str, method: str, p: Problem):
@@ -106,31 +189,35 @@ def _padded(op: str, method: str, p: Problem):
 
     Returns (result, cropped): whether the result already has exactly n (and m) rows.
     """
-    n, m = p.n, p.m
-    traced = any(isinstance(a, jax.core.Tracer) for a in (p.X, p.Y, p.W))
-    if (
-        op == "grad_sum"
-        and method == "closed"
-        and p.same
-        and symmetric.applies(n, p.d)
-        and jax.local_device_count() == 1
-        and not traced
-    ):
-        # Y = X: each exp serves both (i, j) and (j, i), blockwise and matrix-free.
-        return symmetric.run(p.kernel, p.X, p.W), False
-    if op in ("grad_sum", "gram_matvec") and n * m > reductions.TILED_MIN_PAIRS:
-        # Matrix-free (and multi-device when there are several); pads to its own buckets.
-        return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W), False
-    if traced:
-        # Inside the caller's own jit or vmap the shapes are already fixed: no padding.
+    how = route(op, method, p)
+    if how == "dense":
+        # Host problems need no context here: see _executable.
+        return _dense(op, method, p), False
+    # The rules broadcast NumPy-style ((n, d) against (d,)); a user's strict
+    # jax_numpy_rank_promotion is about their code, not ours. Host problems (NumPy) get
+    # their float64 from a local x64 context.
+    x64 = contextlib.nullcontext() if p.is_jax else local_x64(p.dtype)
+    with jax.numpy_rank_promotion("allow"), x64:
+        if how == "symmetric":
+            return symmetric.run(p.kernel, p.X, p.W), False
+        if how == "tiled":
+            # Matrix-free (and multi-device when there are several); pads to its own buckets.
+            return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W), False
         return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method), True
+
+
+def _dense(op: str, method: str, p: Problem):
+    """One program for the whole problem, on points padded to their size buckets."""
     # One point (grad) is not padded: a program per m at most, and no 16x wasted rows.
-    N = 1 if n == 1 else bucket(n)
-    M = N if p.same else bucket(m)
+    N = 1 if p.n == 1 else bucket(p.n)
+    M = N if p.same else bucket(p.m)
     X = reductions.pad_rows(p.X, N, True)
     Y = X if p.same else reductions.pad_rows(p.Y, M, True)
     W = None if p.W is None else reductions.pad_rows(p.W, M, False)
-    return _compiled(p.kernel, X, Y, W, op=op, method=method), False
+    if not p.is_jax:
+        return _executable(op, method, p.kernel, X, Y, W)
+    with jax.numpy_rank_promotion("allow"):
+        return _compiled(p.kernel, X, None if p.same else Y, W, op=op, method=method)
 
 
 def _crop(out, op: str, p: Problem):
@@ -170,26 +257,42 @@ def run(op: str, method: str, p: Problem, finish=None):
     it is handed back, so that for host-resident problems it is a NumPy view, not a JAX
     dispatch.
     """
-    # The rules broadcast NumPy-style ((n, d) against (d,)); a user's strict
-    # jax_numpy_rank_promotion is about their code, not ours.
-    with jax.numpy_rank_promotion("allow"):
-        if not _on_host(p):
-            out, cropped = _padded(op, method, p)
-            if not cropped:
-                out = reductions.crop(out, p.n, p.m if op in _PAIRWISE else None)
-            return out if finish is None else finish(out)
-        caller_is_jax = p.is_jax
-        if caller_is_jax:
-            # Zero-copy views of the CPU buffers.
-            W = None if p.W is None else np.asarray(p.W)
-            p = replace(p, X=np.asarray(p.X), Y=np.asarray(p.Y), W=W, is_jax=False)
-        work, limit = _eager_work(op, p)
-        if not caller_is_jax and method == "closed" and work <= limit:
-            out = _namespace_call(op, method, p.kernel, np, p.X, p.Y, p.W)
-        else:
-            with local_x64(p.dtype):
-                padded, _ = _padded(op, method, p)
-                out = _crop(np.asarray(padded), op, p)
-        out = out if finish is None else finish(out)
-        # A JAX caller gets a JAX array, transferred once (jnp.asarray would compile per shape).
-        return jax.device_put(out) if caller_is_jax else out
+    if not _on_host(p):
+        out, cropped = _padded(op, method, p)
+        if not cropped:
+            out = reductions.crop(out, p.n, p.m if op in _PAIRWISE else None)
+        return out if finish is None else finish(out)
+    caller_is_jax = p.is_jax
+    if caller_is_jax:
+        # Zero-copy views of the CPU buffers.
+        W = None if p.W is None else np.asarray(p.W)
+        p = replace(p, X=np.asarray(p.X), Y=np.asarray(p.Y), W=W, is_jax=False)
+    if not caller_is_jax and _runs_eagerly(op, method, p):
+        out = _namespace_call(op, method, p.kernel, np, p.X, p.Y, p.W)
+    else:
+        padded, _ = _padded(op, method, p)
+        out = _crop(np.asarray(padded), op, p)
+    out = out if finish is None else finish(out)
+    # A JAX caller gets a JAX array, transferred once (jnp.asarray would compile per shape).
+    return jax.device_put(out) if caller_is_jax else out
+
+
+def _runs_eagerly(op: str, method: str, p: Problem) -> bool:
+    """Whether a host problem with NumPy in runs in NumPy, with no compile."""
+    work, limit = _eager_work(op, p)
+    return method == "closed" and work <= limit
+
+
+def plan(op: str, method: str, p: Problem) -> tuple[str, tuple[int, int] | None]:
+    """How :func:`run` computes ``op`` on ``p``: (engine, padded sizes or None).
+
+    The engine is ``"eager"`` (NumPy, no compile) or one of :func:`route`'s programs; a
+    ``"dense"`` program runs on points padded to (N, M).
+    """
+    if _on_host(p) and not p.is_jax and _runs_eagerly(op, method, p):
+        return "eager", None
+    how = route(op, method, p)
+    if how != "dense":
+        return how, None
+    N = 1 if p.n == 1 else bucket(p.n)
+    return how, (N, N if p.same else bucket(p.m))

@@ -47,7 +47,13 @@ def _positive(name: str, value: Any, *, vector: bool = False) -> np.ndarray:
     if isinstance(value, jax.core.Tracer):
         # Inside a transformation the value is abstract; the check ran when it was concrete.
         return value
-    arr = np.asarray(value, dtype=np.float64) if not isinstance(value, jax.Array) else value
+    if isinstance(value, jax.Array):
+        arr = value
+    else:
+        # A private, read-only copy: memos on the kernel (eager.py) can never go stale
+        # through the caller editing their array in place.
+        arr = np.array(value, dtype=np.float64)
+        arr.flags.writeable = False
     if arr.ndim > (1 if vector else 0):
         expected = "a scalar or a 1-D array (one per dimension)" if vector else "a scalar"
         raise ValueError(f"{name} must be {expected}, got shape {arr.shape}.")

@@ -15,13 +15,14 @@ shape (n,) mean n points in one dimension, and the trailing d axis is dropped fr
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from . import eager_grad, engine, memory
+from . import eager, engine, memory
 from .inputs import MODES, Problem, explicit_method, prepare
 
 #: Above this many dimensions one reverse pass beats d forward passes for a weighted sum.
@@ -63,6 +64,10 @@ def gram(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m"]:
         >>> kg.gram(kg.RBF(), np.zeros((3, 2))).shape
         (3, 3)
     """
+    if mode == "auto" or mode == "closed":
+        fast = eager.gram(k, X, Y)
+        if fast is not None:
+            return fast
     p = prepare(k, X, Y)
     method = _method("gram", p, mode)
     if p.n == 0 or p.m == 0:
@@ -100,7 +105,7 @@ def grad(k, x, Y=None, *, mode: str = "auto") -> Float[Array, "m d"]:
         (100,)
     """
     if mode == "auto" or mode == "closed":
-        fast = eager_grad.grad(k, x, Y)
+        fast = eager.grad(k, x, Y)
         if fast is not None:
             return fast
     p = prepare(k, x, Y, single=True)
@@ -130,6 +135,10 @@ def grad_sum(k, X, Y=None, weights=None, *, mode: str = "auto") -> Float[Array, 
         >>> kg.grad_sum(kg.RBF(), X).shape
         (100,)
     """
+    if mode == "auto" or mode == "closed":
+        fast = eager.grad_sum(k, X, Y, weights)
+        if fast is not None:
+            return fast
     p = prepare(k, X, Y, weights)
     method = _method("grad_sum", p, mode)
     if p.n == 0 or p.m == 0:  # an empty sum over j is 0
@@ -157,6 +166,58 @@ def gram_matvec(k, X, Y=None, W=None, *, mode: str = "auto") -> Float[Array, "n 
     return engine.run("gram_matvec", method, p, finish=(lambda out: out[:, 0]) if vector else None)
 
 
+class Plan(NamedTuple):
+    """How a transform call will run, as :func:`explain` reports it."""
+
+    op: str  # the transform: "gram", "grad", "jacobian", "grad_sum" or "gram_matvec"
+    method: str  # "closed", "forward" or "reverse"
+    engine: str  # "eager", "dense", "symmetric", "tiled" or "traced"
+    padded: tuple[int, int] | None  # (N, M) the dense program runs on, else None
+    devices: int  # devices the program runs on
+
+    def __str__(self) -> str:
+        what = {
+            "eager": "eager NumPy, no compile",
+            "symmetric": "XLA, symmetric blocks (each exp serves (i, j) and (j, i))",
+            "tiled": f"XLA, tiled matrix-free over {self.devices} device(s)",
+            "traced": "XLA, inside the caller's own trace (their shapes)",
+        }
+        if self.engine == "dense":
+            N, M = self.padded
+            return f"{self.method}: XLA, one program on points padded to n={N}, m={M}"
+        return f"{self.method}: {what[self.engine]}"
+
+
+#: The op each transform runs in the engine (grad is the first row of a jacobian).
+_ENGINE_OP = {"grad": "jacobian"}
+
+
+def explain(op: str, k, X, Y=None, weights=None, *, mode: str = "auto") -> Plan:
+    """How ``kernelgrad.<op>(k, X, Y, weights, mode=mode)`` would run, without running it.
+
+    Example:
+        >>> import numpy as np, kernelgrad as kg
+        >>> str(kg.explain("grad_sum", kg.RBF(), np.linspace(-1.0, 1.0, 100)))
+        'closed: eager NumPy, no compile'
+    """
+    if op not in ("gram", "grad", "jacobian", "grad_sum", "gram_matvec"):
+        raise ValueError(
+            f"Unknown op {op!r}; expected one of 'gram', 'grad', 'jacobian', 'grad_sum', "
+            "'gram_matvec'."
+        )
+    if mode in ("auto", "closed") and eager.applies(op, k, X, Y, weights):
+        return Plan(op, "closed", "eager", None, 1)
+    single = op == "grad"
+    p = prepare(
+        k, X, Y, weights, single=single, weight_ndim=(1, 2) if op == "gram_matvec" else (1,)
+    )
+    inner = _ENGINE_OP.get(op, op)
+    method = _method(inner, p, mode)
+    how, padded = engine.plan(inner, method, p)
+    devices = jax.local_device_count() if how == "tiled" else 1
+    return Plan(op, method, how, padded, devices)
+
+
 def _with_unit_weights(p: Problem) -> Problem:
     if isinstance(p.X, jax.core.Tracer):
         return replace(p, W=jnp.ones(p.m, p.dtype))
@@ -165,4 +226,4 @@ def _with_unit_weights(p: Problem) -> Problem:
     return replace(p, W=np.ones(p.m, p.dtype))
 
 
-__all__ = ["MODES", "gram", "grad", "jacobian", "grad_sum", "gram_matvec"]
+__all__ = ["MODES", "Plan", "explain", "gram", "grad", "jacobian", "grad_sum", "gram_matvec"]

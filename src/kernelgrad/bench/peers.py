@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import kernelgrad as kg
-from kernelgrad import eager_grad, engine, reductions, symmetric
+from kernelgrad import reductions
 
 from . import forum
+from .hand import numpy_closed_form, xla_closed_form
 
 OPS = ("kernel", "grad", "grad_map")
 OP_LABELS = {"kernel": "kernel", "grad": "grad", "grad_map": "grad map"}
@@ -85,24 +86,6 @@ def _reference_rows(case: Case, A: np.ndarray, B: np.ndarray, grad: bool) -> np.
     diff = A[:, None, :] - B[None, :, :]
     k = np.exp(-0.5 * np.sum(diff * diff, axis=2))
     return -k[:, :, None] * diff if grad else k
-
-
-def numpy_closed_form(op: str, X: np.ndarray) -> np.ndarray:
-    """The RBF computations written out by hand in NumPy, as a careful user would."""
-    X2 = X.reshape(X.shape[0], -1)
-    if op == "grad":
-        diff = X2[0] - X2
-        return (-np.exp(-0.5 * np.sum(diff * diff, axis=1))[:, None] * diff).reshape(X.shape)
-    # One (n, n) difference per dimension: no (n, n, d) temporary.
-    sq = np.zeros((X2.shape[0], X2.shape[0]), X.dtype)
-    for a in range(X2.shape[1]):
-        diff = X2[:, a, None] - X2[None, :, a]
-        sq += diff * diff
-    K = np.exp(-0.5 * sq)
-    if op == "kernel":
-        return K
-    # sum_j -K_ij (x_i - x_j) = K x - x rowsum(K): one matrix product.
-    return (K @ X2 - X2 * K.sum(axis=1)[:, None]).reshape(X.shape)
 
 
 def forum_pair(x, y):
@@ -357,6 +340,31 @@ class NumpyClosedForm(Peer):
         return _tracemalloc_peak(call), "tracemalloc"
 
 
+class HandXla(Peer):
+    """:func:`~kernelgrad.bench.hand.xla_closed_form`, jitted, on JAX arrays (as the forum's)."""
+
+    replica = False  # written for the RBF kernel
+
+    def __init__(self, form: str):
+        self.form = form
+        self.name = f"xla-{form}"
+        self.label = f"XLA closed form, {'difference' if form == 'diff' else 'matmul'} form"
+
+    def context(self, case):
+        return jax.enable_x64(case.dtype == "float64")
+
+    def prepare(self, case, X):
+        if case.kernel != "rbf":
+            raise ValueError("the XLA closed form is written for the RBF kernel")
+        fn = xla_closed_form(case.op, self.form)
+        Xj = jax.device_put(jnp.asarray(X, dtype=case.dtype), jax_device(case.device))
+        return lambda: fn(Xj).block_until_ready()
+
+    def measured_bytes(self, case, X, call=None):
+        Xj = jnp.asarray(X, dtype=case.dtype)
+        return _xla_bytes(xla_closed_form(case.op, self.form), Xj)
+
+
 class Kernelgrad(Peer):
     """kernelgrad's public transforms; ``jax_arrays`` feeds JAX arrays instead of NumPy ones."""
 
@@ -396,29 +404,23 @@ class Kernelgrad(Peer):
         return lambda: op(Xin)
 
     def path(self, case):
-        pairs = case.n * (1 if case.op == "grad" else case.n)
-        jax_in = self.jax_arrays or case.device == "gpu"
-        closed = self._kernel(case).has_closed_form
-        if not jax_in and closed and case.op == "grad" and case.n <= eager_grad.MAX_POINTS:
-            return "eager NumPy, one point"
-        if not jax_in and closed and pairs <= engine.EAGER_MAX_PAIRS:
-            return "eager NumPy"
-        one_device = jax.local_device_count() == 1
-        if case.op == "grad_map" and closed and one_device and symmetric.applies(case.n, case.d):
-            return "XLA, symmetric blocks"
-        if case.op == "grad_map" and pairs > reductions.TILED_MIN_PAIRS:
-            return "XLA, tiled matrix-free"
-        return f"XLA, padded to n={engine.bucket(case.n)}"
+        """The engine's own plan for this call (:func:`kernelgrad.explain`)."""
+        k = self._kernel(case)
+        with self.context(case):
+            X = self._inputs(case, points(case))
+            op = {"kernel": "gram", "grad_map": "grad_sum"}.get(case.op, case.op)
+            args = (X[0], X) if case.op == "grad" else (X,)
+            return str(kg.explain(op, k, *args))
 
     def estimate_bytes(self, case):
-        if self.path(case) != "XLA, tiled matrix-free":
+        if "tiled" not in self.path(case):
             return super().estimate_bytes(case)
         # Matrix-free: the points, the output and a few row-by-column tiles, never n x n.
         rows, cols = reductions.default_blocks("gpu" if case.device == "gpu" else "cpu")
         return (8 * case.n * case.d + 4 * rows * cols) * case.itemsize
 
     def measured_bytes(self, case, X, call):
-        if self.path(case).startswith("eager NumPy"):
+        if "eager NumPy" in self.path(case):
             return _tracemalloc_peak(call), "tracemalloc"
         # The same transform jitted whole: its buffers, without the padding of the real call.
         with jax.enable_x64(case.dtype == "float64"):
@@ -435,6 +437,8 @@ def all_peers() -> list[Peer]:
         TorchFunc(reverse=False),
         TorchFunc(reverse=True),
         NumpyClosedForm(),
+        HandXla("diff"),
+        HandXla("matmul"),
         Kernelgrad(jax_arrays=False),
         Kernelgrad(jax_arrays=True),
     ]
@@ -448,6 +452,8 @@ DEFAULT_PEERS = (
     "torch-jacfwd",
     "torch-jacrev",
     "numpy",
+    "xla-diff",
+    "xla-matmul",
     "kernelgrad",
 )
 

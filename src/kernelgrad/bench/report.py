@@ -157,23 +157,44 @@ def sweep_table(res: BenchResults, d: int, notes: _Footnotes):
     return table
 
 
+#: kernelgrad counts as level with the fastest approach within this factor of its time.
+WITHIN = 1.1
+
+
+def margins(res: BenchResults) -> dict[tuple[str, int, int], float]:
+    """kernelgrad's time over the fastest other approach's, per sweep row (op, n, d)."""
+    out = {}
+    for r in res.section("sweep"):
+        if r.peer != "kernelgrad" or r.steady_s is None:
+            continue
+        others = [
+            x.steady_s
+            for x in res.section("sweep")
+            if (x.op, x.n, x.d) == (r.op, r.n, r.d) and x.peer != "kernelgrad" and x.steady_s
+        ]
+        if others:
+            out[r.op, r.n, r.d] = r.steady_s / min(others)
+    return out
+
+
 def summary_lines(res: BenchResults) -> list[str]:
     """Where kernelgrad stands, the error bounds, and how long the run took."""
     cfg = res.config
-    rows = wins = 0
-    for d in cfg.ds:
-        for op in cfg.ops:
-            for n in cfg.ns:
-                kg_r = res.find("sweep", "kernelgrad", op, n, d)
-                times = [
-                    r.steady_s
-                    for r in res.section("sweep")
-                    if (r.op, r.n, r.d) == (op, n, d) and r.steady_s is not None
-                ]
-                if kg_r is None or kg_r.steady_s is None:
-                    continue
-                rows += 1
-                wins += kg_r.steady_s <= min(times)
+    ratio = margins(res)
+    rows = len(ratio)
+    within = sum(v <= WITHIN for v in ratio.values())
+    wins = sum(v <= 1.0 for v in ratio.values())
+    short = ", ".join(
+        f"{P.OP_LABELS[op]} n={n} d={d} {v:.2f}x"
+        for (op, n, d), v in sorted(ratio.items(), key=lambda kv: -kv[1])
+        if v > WITHIN
+    )
+    replica = []
+    for op in P.OPS:
+        mine = res.find("replica", "kernelgrad", op, cfg.replica_n, 1)
+        forum_r = res.find("replica", "forum-jacfwd", op, cfg.replica_n, 1)
+        if mine and forum_r and mine.steady_s and forum_r.steady_s:
+            replica.append(f"{P.OP_LABELS[op]} {mine.steady_s / forum_r.steady_s:.2f}x")
     paths: dict[str, list[str]] = {}
     for r in res.section("sweep"):
         if r.peer == "kernelgrad" and r.path:
@@ -182,7 +203,14 @@ def summary_lines(res: BenchResults) -> list[str]:
     bounds = ", ".join(f"{error_bound(cfg.dtype, n):.0e} at n={n}" for n in sorted(set(cfg.ns)))
     load = res.machine.get("load_average_at_start")
     lines = [
-        f"kernelgrad is fastest in {wins} of {rows} sweep rows.",
+        f"kernelgrad is within {WITHIN:g}x of the fastest in {within} of {rows} rows "
+        f"(fastest in {wins}).",
+        *([f"Over {WITHIN:g}x of the fastest: {short}."] if short else []),
+        *(
+            [f"Replica, kernelgrad's time over the forum's jitted jacfwd: {', '.join(replica)}."]
+            if replica
+            else []
+        ),
         f"Error bound (16 n eps, {cfg.dtype}): {bounds}; "
         + (f"[bold red]{len(over)} results over it[/]." if over else "every result within it."),
         *(f"kernelgrad ran {path}: {', '.join(cases)}." for path, cases in paths.items()),
@@ -284,6 +312,71 @@ def write_plot(res: BenchResults, path: str | Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=math.ceil(len(labels) / 2), fontsize=8)
     fig.suptitle(
         f"kernelgrad bench: {cfg.dtype}, {cfg.device}, {res.machine.get('cpu', '')}", fontsize=10
+    )
+    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(ds) == 1), 1, 0.97))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def ratio_plot_path(path: str | Path) -> Path:
+    """Where the ratio plot goes beside the time plot: ``bench.png`` -> ``bench-ratio.png``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-ratio{path.suffix or '.png'}")
+
+
+def write_ratio_plot(res: BenchResults, path: str | Path) -> None:
+    """Each approach's median time over the fastest approach's in that row, against n.
+
+    1 is the fastest approach of the row; the shaded band up to 1.1 is "level with it".
+    kernelgrad is the thick black line, so its margin reads at a glance.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = res.config
+    ds, ops = cfg.ds, cfg.ops
+    fig, axes = plt.subplots(
+        len(ds), len(ops), figsize=(4.2 * len(ops), 3.4 * len(ds)), squeeze=False
+    )
+    colours = {p: f"C{i}" for i, p in enumerate(cfg.peers)}
+    colours["kernelgrad"] = "black"
+    for row, d in enumerate(ds):
+        for col, op in enumerate(ops):
+            ax = axes[row][col]
+            fastest = {}
+            for r in res.section("sweep"):
+                if (r.op, r.d) == (op, d) and r.steady_s:
+                    fastest[r.n] = min(fastest.get(r.n, math.inf), r.steady_s)
+            for p in cfg.peers:
+                ok = sorted(
+                    (
+                        r
+                        for r in res.section("sweep")
+                        if (r.peer, r.op, r.d) == (p, op, d) and r.steady_s
+                    ),
+                    key=lambda r: r.n,
+                )
+                if ok:
+                    width = 2.4 if p == "kernelgrad" else 1.2
+                    ys = [r.steady_s / fastest[r.n] for r in ok]
+                    ax.plot([r.n for r in ok], ys, "o-", color=colours[p], lw=width, ms=4)
+            ax.axhspan(1.0, WITHIN, color="green", alpha=0.15, lw=0)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{P.OP_LABELS[op]}, d = {d}")
+            ax.set_xlabel("n")
+            ax.set_ylabel("time / fastest in row")
+            ax.grid(True, which="major", alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", color=colours[p]) for p in cfg.peers]
+    labels = list(cfg.peers)
+    handles.append(plt.Rectangle((0, 0), 1, 1, color="green", alpha=0.15))
+    labels.append(f"within {WITHIN:g}x of the fastest")
+    fig.legend(handles, labels, loc="lower center", ncol=math.ceil(len(labels) / 2), fontsize=8)
+    fig.suptitle(
+        f"kernelgrad bench, time over the fastest approach per row: {cfg.dtype}, {cfg.device}",
+        fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(ds) == 1), 1, 0.97))
     fig.savefig(path, dpi=110)
