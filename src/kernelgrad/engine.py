@@ -206,11 +206,34 @@ def _padded(op: str, method: str, p: Problem):
         return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method), True
 
 
+#: A host problem's exact sizes get their own program (no padding) from this many calls on.
+HOT_CALLS = 8
+
+_calls_per_size: dict[tuple, int] = {}
+
+
+def _sizes(op: str, method: str, p: Problem, *, count: bool = True) -> tuple[int, int]:
+    """(N, M): the sizes a dense program runs on.
+
+    A new size runs padded to its bucket, so that a growing n compiles a handful of programs.
+    A size called :data:`HOT_CALLS` times (a loop at fixed n) gets a program of its own:
+    one more compile, then no padded pairs on any later call. One point (grad) is never
+    padded: a program per m at most, and no 16x wasted rows.
+    """
+    if not p.is_jax:
+        key = (op, method, p.n, p.m, p.same, p.d, p.dtype, type(p.kernel))
+        calls = _calls_per_size.get(key, 0)
+        if count:
+            calls = _remember(_calls_per_size, key, _calls_per_size.pop(key, 0) + 1)
+        if calls >= HOT_CALLS:
+            return p.n, p.m
+    N = 1 if p.n == 1 else bucket(p.n)
+    return N, N if p.same else bucket(p.m)
+
+
 def _dense(op: str, method: str, p: Problem):
     """One program for the whole problem, on points padded to their size buckets."""
-    # One point (grad) is not padded: a program per m at most, and no 16x wasted rows.
-    N = 1 if p.n == 1 else bucket(p.n)
-    M = N if p.same else bucket(p.m)
+    N, M = _sizes(op, method, p)
     X = reductions.pad_rows(p.X, N, True)
     Y = X if p.same else reductions.pad_rows(p.Y, M, True)
     W = None if p.W is None else reductions.pad_rows(p.W, M, False)
@@ -294,5 +317,4 @@ def plan(op: str, method: str, p: Problem) -> tuple[str, tuple[int, int] | None]
     how = route(op, method, p)
     if how != "dense":
         return how, None
-    N = 1 if p.n == 1 else bucket(p.n)
-    return how, (N, N if p.same else bucket(p.m))
+    return how, _sizes(op, method, p, count=False)

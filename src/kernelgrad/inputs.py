@@ -179,8 +179,52 @@ def _common_dtype(arrays, originals):
     return np.dtype(np.float64)
 
 
+_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def _numpy_problem(k, X, Y, W, single: bool, weight_ndim) -> Problem | None:
+    """The Problem for the commonest call, built with a few checks; None for anything else.
+
+    NumPy points (and weights) of one float dtype and matching shapes, and a concrete kernel
+    of ours. Everything unusual, including every error, is left to the general path.
+    """
+    if type(X) not in (np.ndarray, np.float64, np.float32) or X.dtype not in _FLOATS:
+        return None
+    dtype = X.dtype
+    low = 0 if single else 1
+    if X.ndim == low:
+        X2, one_dim = X.reshape(1, 1) if single else X[:, None], True
+    elif X.ndim == low + 1 and X.shape[-1] > 0:
+        X2, one_dim = (X[None, :] if single else X), False
+    else:
+        return None
+    if Y is None:
+        Y2 = X2
+    elif type(Y) is np.ndarray and Y.dtype == dtype and Y.ndim == 2 - one_dim:
+        Y2 = Y[:, None] if one_dim else Y
+        if Y2.shape[1] != X2.shape[1]:
+            return None
+    else:
+        return None
+    if W is not None and (
+        type(W) is not np.ndarray
+        or W.dtype != dtype
+        or W.ndim not in weight_ndim
+        or W.shape[0] != Y2.shape[0]
+    ):
+        return None
+    known = facts(k)
+    if known.traced or (known.ard_dims is not None and known.ard_dims != X2.shape[1]):
+        return None
+    return Problem(k, X2, Y2, W, Y is None and not single, one_dim, False)
+
+
 def prepare(k, X, Y=None, W=None, *, single: bool = False, weight_ndim=(1,)) -> Problem:
     """Validate a transform's arguments and bring them to a common float dtype."""
+    if isinstance(k, AbstractKernel):
+        quick = _numpy_problem(k, X, Y, W, single, weight_ndim)
+        if quick is not None:
+            return quick
     if not isinstance(k, AbstractKernel):
         if not callable(k):
             raise TypeError(
