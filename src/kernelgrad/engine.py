@@ -207,7 +207,7 @@ def _padded(op: str, method: str, p: Problem):
 
 
 #: A host problem's exact sizes get their own program (no padding) from this many calls on.
-HOT_CALLS = 8
+HOT_CALLS = 64
 
 _calls_per_size: dict[tuple, int] = {}
 
@@ -217,7 +217,8 @@ def _sizes(op: str, method: str, p: Problem, *, count: bool = True) -> tuple[int
 
     A new size runs padded to its bucket, so that a growing n compiles a handful of programs.
     A size called :data:`HOT_CALLS` times (a loop at fixed n) gets a program of its own:
-    one more compile, then no padded pairs on any later call. One point (grad) is never
+    one more compile (tens of milliseconds, so only for sizes called often enough to earn
+    it back), then no padded pairs on any later call. One point (grad) is never
     padded: a program per m at most, and no 16x wasted rows.
     """
     if not p.is_jax:
