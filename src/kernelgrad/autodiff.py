@@ -42,11 +42,16 @@ def jacobian_reverse(kernel, X, Y):
     return jax.vmap(lambda x: jax.vmap(lambda y: pair_grad(x, y))(Y))(X)
 
 
+def _weighted_rows(K, w):
+    """K w, the row sums of K for ``w=None`` (unit weights)."""
+    return jnp.sum(K, axis=1) if w is None else K @ w
+
+
 def grad_sum_forward(kernel, X, Y, w):
     """G[i, a] = sum_j w_j dk(x_i, y_j)/dx_ia from d JVPs of K w: (n, d)."""
-    return _per_dimension_jvps(lambda X_: gram(kernel, X_, Y) @ w, X).T
+    return _per_dimension_jvps(lambda X_: _weighted_rows(gram(kernel, X_, Y), w), X).T
 
 
 def grad_sum_reverse(kernel, X, Y, w):
     """G from a single reverse pass of sum(K w); Y is held fixed even when it equals X."""
-    return jax.grad(lambda X_: jnp.sum(gram(kernel, X_, Y) @ w))(X)
+    return jax.grad(lambda X_: jnp.sum(_weighted_rows(gram(kernel, X_, Y), w)))(X)

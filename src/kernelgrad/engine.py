@@ -118,32 +118,39 @@ def _remember(cache: dict, key, value):
 
 
 def _parts(kernel) -> tuple:
-    """(leaves, signature) of a concrete kernel, looked up by identity.
+    """(leaves, signature, values) of a concrete kernel, looked up by identity.
 
     Flattening an equinox module costs a microsecond or more per call, as does letting jit
     flatten it again. The kernel is held in the entry, so its id cannot be reused while the
     entry lives, and its leaves are read-only arrays, so the entry never goes stale.
+    ``values`` are the leaves' bytes when all of them are NumPy arrays (else None): what a
+    program specialised to these hyperparameters is keyed on.
     """
     hit = _kernel_parts.get(id(kernel))
     if hit is None or hit[0] is not kernel:
         leaves, treedef = jax.tree.flatten(kernel)
         signature = (treedef, tuple((np.shape(a), np.result_type(a)) for a in leaves))
-        hit = _remember(_kernel_parts, id(kernel), (kernel, leaves, signature))
-    return hit[1], hit[2]
+        numpy_leaves = all(type(a) is np.ndarray for a in leaves)
+        values = tuple(a.tobytes() for a in leaves) if numpy_leaves else None
+        hit = _remember(_kernel_parts, id(kernel), (kernel, leaves, signature, values))
+    return hit[1:]
 
 
-def _executable(op: str, method: str, kernel, X, Y, W):
+def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = False):
     """``_compiled``'s program for these arguments, compiled ahead of time and kept.
 
     Calling the compiled executable directly skips, on every call, what only compiling
     needs: the cache scope, the x64 and rank-promotion contexts, and re-flattening the
-    kernel.
+    kernel. With ``specialise`` (for hot calls, see :func:`_sizes`) the hyperparameters are
+    constants of the program, so XLA folds them (a unit variance costs nothing); it is keyed
+    on their values, so a kernel with other values never reuses it.
     """
-    leaves, signature = _parts(kernel)
+    leaves, signature, values = _parts(kernel)
+    specialise = specialise and values is not None
     # Y = X is traced as one argument: XLA then shares the work on Y with the work on X.
     Y = None if Y is X else Y
     shapes = (X.shape, X.dtype, None if Y is None else Y.shape, None if W is None else W.shape)
-    key = (op, method, signature, shapes)
+    key = (op, method, signature, values if specialise else None, shapes)
     exe = _executables.get(key)
     if exe is None:
         treedef = signature[0]
@@ -153,13 +160,36 @@ def _executable(op: str, method: str, kernel, X, Y, W):
             return _namespace_call(op, method, treedef.unflatten(leaves), jnp, X, Y, W)
 
         with compile_cache.scope(), local_x64(X.dtype), jax.numpy_rank_promotion("allow"):
-            exe = jax.jit(program).lower(leaves, X, Y, W).compile()
+            if specialise:
+                fixed = jax.jit(lambda X, Y, W: program(leaves, X, Y, W)).lower(X, Y, W)
+                exe = _without_leaves(fixed.compile())
+            else:
+                exe = jax.jit(program).lower(leaves, X, Y, W).compile()
         _remember(_executables, key, exe)
     if X.dtype == np.float64:
         # The executable checks its float64 arguments against the x64 mode of the call.
         with jax.enable_x64(True):
             return exe(leaves, X, Y, W)
     return exe(leaves, X, Y, W)
+
+
+def _without_leaves(exe):
+    """A specialised executable called like the general one (its leaves are constants)."""
+    return lambda leaves, X, Y, W: exe(X, Y, W)
+
+
+def unit_weights(p: Problem):
+    """Ones for the m points of Y: NumPy, unless the points are traced."""
+    if isinstance(p.X, jax.core.Tracer):
+        return jnp.ones(p.m, p.dtype)
+    # NumPy even for JAX callers: the engine pads it on the host and the compiled call
+    # transfers it (jnp.ones would compile a program per m).
+    return np.ones(p.m, p.dtype)
+
+
+def _weighted(op: str, p: Problem) -> Problem:
+    """``p`` with unit weights filled in where a grad_sum has none (padding needs them)."""
+    return replace(p, W=unit_weights(p)) if op == "grad_sum" and p.W is None else p
 
 
 def route(op: str, method: str, p: Problem) -> str:
@@ -197,6 +227,8 @@ def _padded(op: str, method: str, p: Problem):
     # jax_numpy_rank_promotion is about their code, not ours. Host problems (NumPy) get
     # their float64 from a local x64 context.
     x64 = contextlib.nullcontext() if p.is_jax else local_x64(p.dtype)
+    if how != "traced":  # blocks and padded columns carry weights
+        p = _weighted(op, p)
     with jax.numpy_rank_promotion("allow"), x64:
         if how == "symmetric":
             return symmetric.run(p.kernel, p.X, p.W), False
@@ -216,30 +248,45 @@ def _sizes(op: str, method: str, p: Problem, *, count: bool = True) -> tuple[int
     """(N, M): the sizes a dense program runs on.
 
     A new size runs padded to its bucket, so that a growing n compiles a handful of programs.
-    A size called :data:`HOT_CALLS` times (a loop at fixed n) gets a program of its own:
-    one more compile (tens of milliseconds, so only for sizes called often enough to earn
-    it back), then no padded pairs on any later call. One point (grad) is never
+    A size called :data:`HOT_CALLS` times with the same kernel values (a loop at fixed n)
+    gets a program of its own, specialised to those values: one more compile (tens of
+    milliseconds, so only for calls made often enough to earn it back), then no padded
+    pairs and no hyperparameter arithmetic per pair on any later call. One point (grad) is never
     padded: a program per m at most, and no 16x wasted rows.
     """
-    if not p.is_jax:
-        key = (op, method, p.n, p.m, p.same, p.d, p.dtype, type(p.kernel))
-        calls = _calls_per_size.get(key, 0)
-        if count:
-            calls = _remember(_calls_per_size, key, _calls_per_size.pop(key, 0) + 1)
-        if calls >= HOT_CALLS:
-            return p.n, p.m
+    if not p.is_jax and count:
+        key = _size_key(op, method, p)
+        _remember(_calls_per_size, key, _calls_per_size.pop(key, 0) + 1)
+    if _hot(op, method, p):
+        return p.n, p.m
     N = 1 if p.n == 1 else bucket(p.n)
     return N, N if p.same else bucket(p.m)
+
+
+def _size_key(op: str, method: str, p: Problem) -> tuple:
+    """Calls are counted per sizes and per kernel values: a loop over new hyperparameters
+    (a GP fit) never makes a size hot, so it never pays for specialised programs."""
+    _, signature, values = _parts(p.kernel)
+    return (op, method, p.n, p.m, p.same, p.d, p.dtype, signature, values)
+
+
+def _hot(op: str, method: str, p: Problem) -> bool:
+    """Whether these exact sizes (of a host problem) have been called HOT_CALLS times."""
+    return not p.is_jax and _calls_per_size.get(_size_key(op, method, p), 0) >= HOT_CALLS
 
 
 def _dense(op: str, method: str, p: Problem):
     """One program for the whole problem, on points padded to their size buckets."""
     N, M = _sizes(op, method, p)
+    if (N, M) != (p.n, p.m) or not _hot(op, method, p):
+        # Padded columns must carry weight 0; and a bucket's program takes weights whether
+        # or not this n happens to need padding, so that it is compiled once.
+        p = _weighted(op, p)
     X = reductions.pad_rows(p.X, N, True)
     Y = X if p.same else reductions.pad_rows(p.Y, M, True)
     W = None if p.W is None else reductions.pad_rows(p.W, M, False)
     if not p.is_jax:
-        return _executable(op, method, p.kernel, X, Y, W)
+        return _executable(op, method, p.kernel, X, Y, W, specialise=_hot(op, method, p))
     with jax.numpy_rank_promotion("allow"):
         return _compiled(p.kernel, X, None if p.same else Y, W, op=op, method=method)
 
@@ -292,7 +339,7 @@ def run(op: str, method: str, p: Problem, finish=None):
         W = None if p.W is None else np.asarray(p.W)
         p = replace(p, X=np.asarray(p.X), Y=np.asarray(p.Y), W=W, is_jax=False)
     if not caller_is_jax and _runs_eagerly(op, method, p):
-        out = _namespace_call(op, method, p.kernel, np, p.X, p.Y, p.W)
+        out = _namespace_call(op, method, p.kernel, np, p.X, p.Y, _weighted(op, p).W)
     else:
         padded, _ = _padded(op, method, p)
         out = _crop(np.asarray(padded), op, p)

@@ -143,8 +143,8 @@ def grad_sum(k, X, Y=None, weights=None, *, mode: str = "auto") -> Float[Array, 
     method = _method("grad_sum", p, mode)
     if p.n == 0 or p.m == 0:  # an empty sum over j is 0
         return _empty(p, (p.n, p.d), squeeze=True)
-    if p.W is None:
-        p = _with_unit_weights(p)
+    # weights=None stays None: unpadded programs then skip a multiply per pair, and the
+    # engine puts in unit weights wherever padding or blocking needs them.
     return engine.run("grad_sum", method, p, finish=_squeezer(p))
 
 
@@ -219,11 +219,7 @@ def explain(op: str, k, X, Y=None, weights=None, *, mode: str = "auto") -> Plan:
 
 
 def _with_unit_weights(p: Problem) -> Problem:
-    if isinstance(p.X, jax.core.Tracer):
-        return replace(p, W=jnp.ones(p.m, p.dtype))
-    # NumPy even for JAX callers: the engine pads it on the host and the compiled call
-    # transfers it (jnp.ones would compile a program per m).
-    return replace(p, W=np.ones(p.m, p.dtype))
+    return replace(p, W=engine.unit_weights(p))
 
 
 __all__ = ["MODES", "Plan", "explain", "gram", "grad", "jacobian", "grad_sum", "gram_matvec"]
