@@ -220,6 +220,9 @@ def _padded(op: str, method: str, p: Problem):
     Returns (result, cropped): whether the result already has exactly n (and m) rows.
     """
     how = route(op, method, p)
+    if not p.is_jax:
+        key = _size_key(op, method, p)
+        _remember(_calls_per_size, key, _calls_per_size.pop(key, 0) + 1)
     if how == "dense":
         # Host problems need no context here: see _executable.
         return _dense(op, method, p), False
@@ -234,7 +237,8 @@ def _padded(op: str, method: str, p: Problem):
             return symmetric.run(p.kernel, p.X, p.W), False
         if how == "tiled":
             # Matrix-free (and multi-device when there are several); pads to its own buckets.
-            return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W), False
+            exact = _hot(op, method, p)  # no padding: the tiles take ragged sizes
+            return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W, pad=not exact), False
         return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method), True
 
 
@@ -244,7 +248,7 @@ HOT_CALLS = 64
 _calls_per_size: dict[tuple, int] = {}
 
 
-def _sizes(op: str, method: str, p: Problem, *, count: bool = True) -> tuple[int, int]:
+def _sizes(op: str, method: str, p: Problem) -> tuple[int, int]:
     """(N, M): the sizes a dense program runs on.
 
     A new size runs padded to its bucket, so that a growing n compiles a handful of programs.
@@ -254,9 +258,6 @@ def _sizes(op: str, method: str, p: Problem, *, count: bool = True) -> tuple[int
     pairs and no hyperparameter arithmetic per pair on any later call. One point (grad) is never
     padded: a program per m at most, and no 16x wasted rows.
     """
-    if not p.is_jax and count:
-        key = _size_key(op, method, p)
-        _remember(_calls_per_size, key, _calls_per_size.pop(key, 0) + 1)
     if _hot(op, method, p):
         return p.n, p.m
     N = 1 if p.n == 1 else bucket(p.n)
@@ -271,7 +272,10 @@ def _size_key(op: str, method: str, p: Problem) -> tuple:
 
 
 def _hot(op: str, method: str, p: Problem) -> bool:
-    """Whether these exact sizes (of a host problem) have been called HOT_CALLS times."""
+    """Whether these exact sizes (of a host problem) have been called HOT_CALLS times.
+
+    :func:`_padded` counts the calls, on every route.
+    """
     return not p.is_jax and _calls_per_size.get(_size_key(op, method, p), 0) >= HOT_CALLS
 
 
@@ -365,4 +369,4 @@ def plan(op: str, method: str, p: Problem) -> tuple[str, tuple[int, int] | None]
     how = route(op, method, p)
     if how != "dense":
         return how, None
-    return how, _sizes(op, method, p, count=False)
+    return how, _sizes(op, method, p)

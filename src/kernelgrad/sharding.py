@@ -134,17 +134,20 @@ def reduce(
     return _first_rows(total - lost, n)
 
 
-def tiled(op: str, method: str, kernel, X, Y, W):
+def tiled(op: str, method: str, kernel, X, Y, W, *, pad: bool = True):
     """The engine's entry for large reductions: (N, p) for X of n <= N rows.
 
-    Pads n and m to :func:`kernelgrad.reductions.bucket` sizes, then runs sharded over the
-    devices of this process when there are several (and the inputs are concrete), else the
-    one-device program. The padded rows are left on the result for the caller to crop.
+    With ``pad``, pads n and m to :func:`kernelgrad.reductions.bucket` sizes (a growing n
+    compiles a handful of programs); without, runs the exact sizes (the engine's choice for
+    sizes called often). Then runs sharded over the devices of this process when there are
+    several (and the inputs are concrete), else the one-device program. The padded rows are
+    left on the result for the caller to crop.
     """
     n, m = X.shape[0], Y.shape[0]
-    X = reductions.pad_rows(X, reductions.bucket(n), True)
-    Y = reductions.pad_rows(Y, reductions.bucket(m), True)
-    W = reductions.pad_rows(W, reductions.bucket(m), False)
+    if pad:
+        X = reductions.pad_rows(X, reductions.bucket(n), True)
+        Y = reductions.pad_rows(Y, reductions.bucket(m), True)
+        W = reductions.pad_rows(W, reductions.bucket(m), False)
     if jax.local_device_count() > 1 and not isinstance(X, jax.core.Tracer):
         out = reduce(op, method, kernel, X, Y, W, mesh=row_mesh(jax.local_devices()))
     else:
