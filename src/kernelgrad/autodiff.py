@@ -28,6 +28,10 @@ def _per_dimension_jvps(fn, X):
     def along(e):
         return jax.jvp(fn, (X,), (jnp.broadcast_to(e, X.shape),))[1]
 
+    if X.shape[1] == 1:
+        # One direction: no vmap, whose unit leading axis XLA:CPU's YNNPACK fusion runs
+        # about 7x slower (a 100 x 100 grad map: 319 against 44 us).
+        return along(jnp.ones(1, X.dtype))[None]
     return jax.vmap(along)(jnp.eye(X.shape[1], dtype=X.dtype))
 
 

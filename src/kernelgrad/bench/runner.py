@@ -11,6 +11,8 @@ For each case and peer:
   tracing and compiling a program for the new shape.
 * **accuracy**: max |out - ref| / max |ref| against the float64 reference, compared with
   :func:`error_bound`.
+* **warm-up**: untimed calls, the same number (or time) for every peer
+  (``BenchConfig.warmup_calls``, ``warmup_s``): steady state is what a loop at fixed n sees.
 * **steady state**: the median of repeated calls, each returning a finished result, taken in
   rounds that alternate between the case's peers (see :data:`ROUNDS`).
 * **peak memory**: as the peer can measure it (see :mod:`kernelgrad.bench.peers`), after the
@@ -85,6 +87,12 @@ class BenchConfig:
     time_budget_s: float = 5.0
     #: Keep repeating a call until this much time is spent (or max_repeats).
     target_s: float = 0.1
+    #: Before the timed calls every peer makes this many untimed calls, or as many as fit
+    #: in warmup_s: steady state is the state a loop at fixed n reaches. (kernelgrad runs
+    #: exact-size programs for sizes called engine.HOT_CALLS times; JAX peers reach their
+    #: steady state after the first call, NumPy at once.)
+    warmup_calls: int = 64
+    warmup_s: float = 0.25
     min_repeats: int = 3
     max_repeats: int = 300
     fresh_timeout_s: float = 120.0
@@ -101,6 +109,7 @@ def quick_config(**changes) -> BenchConfig:
         fresh_cached=False,
         time_budget_s=1.0,
         target_s=0.01,
+        warmup_s=0.02,
         max_repeats=20,
     )
     return dataclasses.replace(base, **changes)
@@ -397,6 +406,12 @@ def _steady_rounds(timed: list[_Timed], config: BenchConfig) -> None:
     Each peer makes at least min_repeats calls in all and keeps calling until target_s is
     spent, a share of both per round, within max_repeats and its time budget.
     """
+    for t in timed:
+        try:
+            with t.peer.context(t.case):
+                _warm_up(t, config)
+        except Exception as err:  # as in _first_call
+            _failed(t.result, err)
     for k in range(1, ROUNDS + 1):
         for t in timed:
             if t.result.status != "ok":
@@ -409,6 +424,17 @@ def _steady_rounds(timed: list[_Timed], config: BenchConfig) -> None:
     for t in timed:
         if t.result.status == "ok":
             t.result.steady_s, t.result.repeats = statistics.median(t.times), len(t.times)
+
+
+def _warm_up(t: _Timed, config: BenchConfig) -> None:
+    """Untimed calls, the same count (or time) for every peer: see BenchConfig.warmup_calls."""
+    # The new-n call predicts the cost, so a slow peer never spends minutes warming up.
+    calls = min(config.warmup_calls, int(config.warmup_s / max(t.result.new_n_call_s, 1e-9)))
+    start = time.perf_counter()
+    for _ in range(calls):
+        t.call()
+        if time.perf_counter() - start > config.warmup_s:
+            return
 
 
 def _time_calls(t: _Timed, config: BenchConfig, share: float) -> None:
