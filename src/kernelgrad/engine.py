@@ -253,12 +253,10 @@ def _padded(op: str, method: str, p: Problem):
     Returns (result, cropped): whether the result already has exactly n (and m) rows.
     """
     how = route(op, method, p)
-    if not p.is_jax:
-        key = _size_key(op, method, p)
-        _remember(_calls_per_size, key, _calls_per_size.pop(key, 0) + 1)
+    hot = _count_call(op, method, p)
     if how == "dense":
         # Host problems need no context here: see _executable.
-        return _dense(op, method, p), False
+        return _dense(op, method, p, hot), False
     # The rules broadcast NumPy-style ((n, d) against (d,)); a user's strict
     # jax_numpy_rank_promotion is about their code, not ours. Host problems (NumPy) get
     # their float64 from a local x64 context.
@@ -270,8 +268,8 @@ def _padded(op: str, method: str, p: Problem):
             return symmetric.run(p.kernel, p.X, p.W), False
         if how == "tiled":
             # Matrix-free (and multi-device when there are several); pads to its own buckets.
-            exact = _hot(op, method, p)  # no padding: the tiles take ragged sizes
-            return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W, pad=not exact), False
+            # Hot sizes run unpadded: the tiles take ragged sizes.
+            return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W, pad=not hot), False
         return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method), True
 
 
@@ -281,17 +279,17 @@ HOT_CALLS = 64
 _calls_per_size: dict[tuple, int] = {}
 
 
-def _sizes(op: str, method: str, p: Problem) -> tuple[int, int]:
+def _sizes(p: Problem, hot: bool) -> tuple[int, int]:
     """(N, M): the sizes a dense program runs on.
 
     A new size runs padded to its bucket, so that a growing n compiles a handful of programs.
     A size called :data:`HOT_CALLS` times with the same kernel values (a loop at fixed n)
-    gets a program of its own, specialised to those values: one more compile (tens of
-    milliseconds, so only for calls made often enough to earn it back), then no padded
-    pairs and no hyperparameter arithmetic per pair on any later call. One point (grad) is never
-    padded: a program per m at most, and no 16x wasted rows.
+    is *hot*: it gets a program of its own, specialised to those values, for one more
+    compile (tens of milliseconds, so only for calls made often enough to earn it back),
+    then no padded pairs and no hyperparameter arithmetic per pair on any later call. One
+    point (grad) is never padded: a program per m at most, and no 16x wasted rows.
     """
-    if _hot(op, method, p):
+    if hot:
         return p.n, p.m
     N = 1 if p.n == 1 else bucket(p.n)
     return N, N if p.same else bucket(p.m)
@@ -304,18 +302,20 @@ def _size_key(op: str, method: str, p: Problem) -> tuple:
     return (op, method, p.n, p.m, p.same, p.d, p.dtype, signature, values)
 
 
-def _hot(op: str, method: str, p: Problem) -> bool:
-    """Whether these exact sizes (of a host problem) have been called HOT_CALLS times.
+def _count_call(op: str, method: str, p: Problem, *, count: bool = True) -> bool:
+    """Count one more call of a host problem (unless not ``count``); whether it is hot."""
+    if p.is_jax:
+        return False
+    key = _size_key(op, method, p)
+    if not count:
+        return _calls_per_size.get(key, 0) >= HOT_CALLS
+    return _remember(_calls_per_size, key, _calls_per_size.pop(key, 0) + 1) >= HOT_CALLS
 
-    :func:`_padded` counts the calls, on every route.
-    """
-    return not p.is_jax and _calls_per_size.get(_size_key(op, method, p), 0) >= HOT_CALLS
 
-
-def _dense(op: str, method: str, p: Problem):
+def _dense(op: str, method: str, p: Problem, hot: bool):
     """One program for the whole problem, on points padded to their size buckets."""
-    N, M = _sizes(op, method, p)
-    if (N, M) != (p.n, p.m) or not _hot(op, method, p):
+    N, M = _sizes(p, hot)
+    if not hot:
         # Padded columns must carry weight 0; and a bucket's program takes weights whether
         # or not this n happens to need padding, so that it is compiled once.
         p = _weighted(op, p)
@@ -323,7 +323,7 @@ def _dense(op: str, method: str, p: Problem):
     Y = X if p.same else reductions.pad_rows(p.Y, M, True)
     W = None if p.W is None else reductions.pad_rows(p.W, M, False)
     if not p.is_jax:
-        return _executable(op, method, p.kernel, X, Y, W, specialise=_hot(op, method, p))
+        return _executable(op, method, p.kernel, X, Y, W, specialise=hot)
     with jax.numpy_rank_promotion("allow"):
         return _compiled(p.kernel, X, None if p.same else Y, W, op=op, method=method)
 
@@ -402,4 +402,4 @@ def plan(op: str, method: str, p: Problem) -> tuple[str, tuple[int, int] | None]
     how = route(op, method, p)
     if how != "dense":
         return how, None
-    return how, _sizes(op, method, p)
+    return how, _sizes(p, _count_call(op, method, p, count=False))
