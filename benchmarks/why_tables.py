@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from kernelgrad.bench.report import WITHIN, fmt_time
+from kernelgrad.bench.report import WITHIN, fmt_bytes, fmt_time
 
 
 def _rows(data: dict) -> dict[tuple[str, int, int], dict[str, dict]]:
@@ -88,10 +88,53 @@ def replica_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _cell(r: dict | None, key: str = "steady_s") -> str:
+    if r is None:
+        return ""
+    if r.get(key) is None:
+        return r["status"]
+    return fmt_bytes(r[key]) if key == "peak_bytes" else fmt_time(r[key])
+
+
+def broadcast_table(data: dict) -> str:
+    """Section 1: the grad map as n dispatched calls (loop-jacfwd) against one program."""
+    lines = [
+        "| n | d | loop-jacfwd (n calls) | forum-jacfwd (one program) | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for (op, d, n), peers in _rows(data).items():
+        loop, vmap = peers.get("loop-jacfwd"), peers.get("forum-jacfwd")
+        if op != "grad_map" or not loop or not vmap or not loop["steady_s"]:
+            continue
+        ratio = loop["steady_s"] / vmap["steady_s"]
+        lines.append(f"| {n} | {d} | {_cell(loop)} | {_cell(vmap)} | {ratio:.2g}x |")
+    return "\n".join(lines)
+
+
+def reverse_table(data: dict) -> str:
+    """Section 2: forward against reverse mode, time and XLA's memory plan."""
+    lines = [
+        "| op | n | d | jacfwd | jacrev | memory, jacfwd | memory, jacrev | torch.func jacrev |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (op, d, n), peers in _rows(data).items():
+        fwd, rev = peers.get("forum-jacfwd"), peers.get("forum-jacrev")
+        if op == "kernel" or not fwd or not rev:
+            continue
+        torch_rev = peers.get("torch-jacrev")
+        lines.append(
+            f"| {op.replace('_', ' ')} | {n} | {d} | {_cell(fwd)} | {_cell(rev)} | "
+            f"{_cell(fwd, 'peak_bytes')} | {_cell(rev, 'peak_bytes')} | {_cell(torch_rev)} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     with open(sys.argv[1] if len(sys.argv) > 1 else "docs/bench.json") as f:
         data = json.load(f)
     for title, table in (
+        ("Broadcast", broadcast_table(data)),
+        ("Reverse", reverse_table(data)),
         ("Margins", margin_table(data)),
         ("Every ratio", ratio_table(data)),
         ("Replica", replica_table(data)),

@@ -32,7 +32,7 @@ def test_blocks_match_the_dense_closed_form(case, rng):
 def test_transform_takes_the_symmetric_path_above_its_threshold(kernel, rng, monkeypatch):
     """A ragged n (not a multiple of the block) through kg.grad_sum, checked against forward
     AD and against the same points passed as a separate Y (which cannot use symmetry)."""
-    d, n = 1, symmetric.MIN_POINTS + 37
+    d, n = 3, symmetric.MIN_POINTS + 37
     assert symmetric.applies(n, d)
     calls = []
     run = symmetric.run

@@ -10,7 +10,10 @@
   up to size buckets (:func:`bucket`) so that a growing n compiles a handful of programs,
   not one per n. Padded points are copies of a real point, carrying weight 0, so they never
   make a NaN; their outputs are sliced off. For points in host memory (NumPy, or JAX on one
-  CPU) padding and slicing are NumPy views, and a JAX caller's result is transferred once.
+  CPU) padding and slicing are NumPy views, a JAX caller's result is transferred once, and
+  each program is compiled ahead of time and called directly (:func:`_executable`). A size
+  called :data:`HOT_CALLS` times with the same hyperparameters runs unpadded, in a program
+  specialised to their values (:func:`_sizes`).
 
 NumPy float64 inputs run under a *local* ``jax.enable_x64`` context: float64-accurate results
 without touching the user's global JAX configuration.

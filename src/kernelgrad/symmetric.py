@@ -23,16 +23,17 @@ from . import compile_cache, reductions, rules
 #: Rows per block: a block x block float64 coefficient matrix (512 KiB) stays in L2 cache.
 BLOCK = 256
 
-#: From this many points on (in one dimension), the halved exp work outweighs the block
-#: bookkeeping; below it the unsymmetric fused program is faster. In more dimensions the
-#: tiled unsymmetric reduction measured faster at every n up to 4096, so the engine keeps
-#: it there. Measured by ``benchmarks/crossover.py``.
-MIN_POINTS = 3072
+#: From this many points on, in d > 1 dimensions, the halved exp work outweighs the block
+#: bookkeeping. ``benchmarks/crossover.py --sym-n 3072 4096 8192`` on 2 cores (2026-12-01):
+#: symmetric over unsymmetric 0.98, 0.93 and 0.90 in d = 3; in d = 1 1.12, 1.08 and 1.08,
+#: since the unsymmetric one-dimensional program is one fused loop that XLA:CPU runs faster
+#: than these blocks, so the engine keeps it there.
+MIN_POINTS = 4096
 
 
 def applies(n: int, d: int) -> bool:
     """Whether the engine should use the symmetric path for n points in d dimensions."""
-    return d == 1 and n >= MIN_POINTS
+    return d > 1 and n >= MIN_POINTS
 
 
 def grad_sum(kernel, X, w, block: int = BLOCK):
