@@ -247,6 +247,30 @@ def write_json(res: BenchResults, path: str | Path, command: list[str] | None = 
         f.write("\n")
 
 
+def _figure(res: BenchResults):
+    """(pyplot, figure, axes, colours): one panel per (d, op), one colour per peer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = res.config
+    fig, axes = plt.subplots(
+        len(cfg.ds), len(cfg.ops), figsize=(4.2 * len(cfg.ops), 3.4 * len(cfg.ds)), squeeze=False
+    )
+    colours = {p: f"C{i}" for i, p in enumerate(cfg.peers)}
+    colours["kernelgrad"] = "black"
+    return plt, fig, axes, colours
+
+
+def _save(plt, fig, handles, labels, title: str, rows: int, path) -> None:
+    fig.legend(handles, labels, loc="lower center", ncol=math.ceil(len(labels) / 2), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 + 0.02 * (rows == 1), 1, 0.97))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_plot(res: BenchResults, path: str | Path) -> None:
     """Log-log time against n, one panel per (d, op), one colour per peer.
 
@@ -254,18 +278,9 @@ def write_plot(res: BenchResults, path: str | Path) -> None:
     process (JAX traces and compiles per shape). Stars: the first call in a fresh process, from
     the replica (n = 100, the forum's kernel as posted, so d = 1 only).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt, fig, axes, colours = _figure(res)
     cfg = res.config
     ds, ops = cfg.ds, cfg.ops
-    fig, axes = plt.subplots(
-        len(ds), len(ops), figsize=(4.2 * len(ops), 3.4 * len(ds)), squeeze=False
-    )
-    colours = {p: f"C{i}" for i, p in enumerate(cfg.peers)}
-    colours["kernelgrad"] = "black"
     for row, d in enumerate(ds):
         for col, op in enumerate(ops):
             ax = axes[row][col]
@@ -309,13 +324,8 @@ def write_plot(res: BenchResults, path: str | Path) -> None:
         "first call at this n (warm process)",
         "first call, fresh process (replica)",
     ]
-    fig.legend(handles, labels, loc="lower center", ncol=math.ceil(len(labels) / 2), fontsize=8)
-    fig.suptitle(
-        f"kernelgrad bench: {cfg.dtype}, {cfg.device}, {res.machine.get('cpu', '')}", fontsize=10
-    )
-    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(ds) == 1), 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    title = f"kernelgrad bench: {cfg.dtype}, {cfg.device}, {res.machine.get('cpu', '')}"
+    _save(plt, fig, handles, labels, title, len(ds), path)
 
 
 def ratio_plot_path(path: str | Path) -> Path:
@@ -330,18 +340,9 @@ def write_ratio_plot(res: BenchResults, path: str | Path) -> None:
     1 is the fastest approach of the row; the shaded band up to 1.1 is "level with it".
     kernelgrad is the thick black line, so its margin reads at a glance.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt, fig, axes, colours = _figure(res)
     cfg = res.config
     ds, ops = cfg.ds, cfg.ops
-    fig, axes = plt.subplots(
-        len(ds), len(ops), figsize=(4.2 * len(ops), 3.4 * len(ds)), squeeze=False
-    )
-    colours = {p: f"C{i}" for i, p in enumerate(cfg.peers)}
-    colours["kernelgrad"] = "black"
     for row, d in enumerate(ds):
         for col, op in enumerate(ops):
             ax = axes[row][col]
@@ -373,11 +374,5 @@ def write_ratio_plot(res: BenchResults, path: str | Path) -> None:
     labels = list(cfg.peers)
     handles.append(plt.Rectangle((0, 0), 1, 1, color="green", alpha=0.15))
     labels.append(f"within {WITHIN:g}x of the fastest")
-    fig.legend(handles, labels, loc="lower center", ncol=math.ceil(len(labels) / 2), fontsize=8)
-    fig.suptitle(
-        f"kernelgrad bench, time over the fastest approach per row: {cfg.dtype}, {cfg.device}",
-        fontsize=10,
-    )
-    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(ds) == 1), 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    title = f"kernelgrad bench, time over the fastest approach per row: {cfg.dtype}, {cfg.device}"
+    _save(plt, fig, handles, labels, title, len(ds), path)
