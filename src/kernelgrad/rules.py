@@ -213,11 +213,11 @@ def grad_sum(kernel, xp, X, Y, w):
     stationary = _family(type(kernel)) is K.AbstractStationaryKernel
     if xp is not np and stationary and X.shape[1] > 1 and type(kernel).differentiable_at_zero:
         return _stationary_grad_sum_fused(kernel, xp, Xc, Yc, w)
-    if xp is not np and X.shape[1] == 1:
-        if stationary:
-            return _stationary_grad_sum_1d(kernel, xp, X, Y, w)
+    if xp is not np and X.shape[1] == 1 and stationary:
+        return _stationary_grad_sum_1d(kernel, xp, X, Y, w)
     if w is None:
         w = xp.ones(Y.shape[0], X.dtype)
+    if xp is not np and X.shape[1] == 1:
         terms = tile(kernel, xp, X, Y, Xc, Yc, need_value=False).terms
         # In one dimension XLA fuses sum_j c_ij w_j (x_i - y_j) into one loop with no (n, m)
         # buffer, which beats the matmul form once that buffer leaves the cache.
