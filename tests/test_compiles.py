@@ -266,3 +266,17 @@ def test_cache_holds_kernelgrads_programs_only_and_leaves_global_config_alone(tm
     assert result["global_min_seconds"] == jax.config.jax_persistent_cache_min_compile_time_secs
     assert result["kernelgrad_files"] >= 1
     assert result["files_after_users_program"] == result["kernelgrad_files"]
+
+
+def test_without_jaxs_private_settings_the_cache_is_off_and_transforms_work(tmp_path, monkeypatch):
+    # compile_cache reaches JAX's context-local settings through a guarded private import; a
+    # JAX that moves them must leave kernelgrad working, with its own cache off.
+    monkeypatch.setattr(compile_cache, "_SETTINGS", None)
+    monkeypatch.setattr(compile_cache, "_FOLDER", None)
+    assert compile_cache.enable_default(tmp_path / "cache") is None
+    assert compile_cache.active_folder() is None or compile_cache.user_configured()
+    assert list(tmp_path.iterdir()) == []
+    X = np.linspace(-1.0, 1.0, 500)  # a compiled grad map
+    np.testing.assert_allclose(
+        kg.grad_sum(kg.RBF(), X), kg.grad_sum(kg.RBF(), X, mode="forward"), rtol=0, atol=1e-12
+    )

@@ -29,9 +29,25 @@ from pathlib import Path
 
 import jax
 
-# JAX's context-local settings (State objects usable as context managers); the public
-# jax.config.update would change them for the whole process.
-from jax._src import config as _config
+
+def _context_settings():
+    """JAX's context-local cache settings (context managers), or None where this JAX has none.
+
+    JAX exposes no public context-local form of them (``jax.config.update`` changes them for
+    the whole process), so they come from its private config module, guarded: a JAX that
+    moves them leaves kernelgrad working, with its persistent cache off (tested).
+    """
+    try:
+        from jax._src import config
+    except ImportError:
+        return None
+    names = ("compilation_cache_dir", "persistent_cache_min_compile_time_secs")
+    if not all(callable(getattr(config, name, None)) for name in names):
+        return None
+    return tuple(getattr(config, name) for name in names)
+
+
+_SETTINGS = _context_settings()
 
 #: Environment variable that turns kernelgrad's default cache off.
 ENV_DISABLE = "KERNELGRAD_NO_COMPILE_CACHE"
@@ -66,12 +82,13 @@ def active_folder() -> str | None:
 def enable_default(folder: str | os.PathLike | None = None) -> str | None:
     """Cache kernelgrad's programs in ``folder`` (default :func:`default_folder`).
 
-    Returns the folder in use, or None when the environment disabled it, the user configured
-    their own cache (which then serves kernelgrad too), or the folder cannot be created (a
+    Returns the folder in use, or None when this JAX has no context-local cache settings,
+    the environment disabled it, the user configured their own cache (which then serves
+    kernelgrad too), or the folder cannot be created (a
     read-only home directory must not break importing kernelgrad).
     """
     global _FOLDER
-    if disabled_by_env() or user_configured():
+    if _SETTINGS is None or disabled_by_env() or user_configured():
         return None
     path = Path(folder) if folder is not None else default_folder()
     try:
@@ -95,8 +112,9 @@ def scope():
     if _FOLDER is None or user_configured():
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
-    stack.enter_context(_config.compilation_cache_dir(_FOLDER))
-    stack.enter_context(_config.persistent_cache_min_compile_time_secs(MIN_COMPILE_SECONDS))
+    folder, min_seconds = _SETTINGS
+    stack.enter_context(folder(_FOLDER))
+    stack.enter_context(min_seconds(MIN_COMPILE_SECONDS))
     return stack
 
 
