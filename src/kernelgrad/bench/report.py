@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from . import peers as P
-from .runner import REPLICA_NOTE, BenchResults, Result, error_bound, replica_peers
+from .runner import REPLICA_NOTE, BenchConfig, BenchResults, Result, error_bound, replica_peers
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -263,6 +263,22 @@ def _figure(res: BenchResults):
     return plt, fig, axes, colours
 
 
+def _style(ax, op: str, d: int, ylabel: str) -> None:
+    """Log-log axes of one (op, d) panel."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title(f"{P.OP_LABELS[op]}, d = {d}")
+    ax.set_xlabel("n")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _peer_legend(plt, cfg: BenchConfig, colours: dict) -> tuple[list, list]:
+    """One legend entry per peer, in its colour."""
+    handles = [plt.Line2D([], [], marker="o", color=colours[p]) for p in cfg.peers]
+    return handles, list(cfg.peers)
+
+
 def _save(plt, fig, handles, labels, title: str, rows: int, path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=math.ceil(len(labels) / 2), fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -306,14 +322,8 @@ def write_plot(res: BenchResults, path: str | Path) -> None:
                 first = res.find("replica", p, op, cfg.replica_n, 1)
                 if d == 1 and first is not None and first.first_call_s is not None:
                     ax.plot(cfg.replica_n, first.first_call_s, "*", color=colours[p], ms=11)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_title(f"{P.OP_LABELS[op]}, d = {d}")
-            ax.set_xlabel("n")
-            ax.set_ylabel("seconds")
-            ax.grid(True, which="major", alpha=0.3)
-    handles = [plt.Line2D([], [], marker="o", color=colours[p]) for p in cfg.peers]
-    labels = list(cfg.peers)
+            _style(ax, op, d, "seconds")
+    handles, labels = _peer_legend(plt, cfg, colours)
     handles += [
         plt.Line2D([], [], marker="o", color="grey", ls="-"),
         plt.Line2D([], [], marker="o", color="grey", mfc="none", ls=":"),
@@ -364,14 +374,8 @@ def write_ratio_plot(res: BenchResults, path: str | Path) -> None:
                     ys = [r.steady_s / fastest[r.n] for r in ok]
                     ax.plot([r.n for r in ok], ys, "o-", color=colours[p], lw=width, ms=4)
             ax.axhspan(1.0, WITHIN, color="green", alpha=0.15, lw=0)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_title(f"{P.OP_LABELS[op]}, d = {d}")
-            ax.set_xlabel("n")
-            ax.set_ylabel("time / fastest in row")
-            ax.grid(True, which="major", alpha=0.3)
-    handles = [plt.Line2D([], [], marker="o", color=colours[p]) for p in cfg.peers]
-    labels = list(cfg.peers)
+            _style(ax, op, d, "time / fastest in row")
+    handles, labels = _peer_legend(plt, cfg, colours)
     handles.append(plt.Rectangle((0, 0), 1, 1, color="green", alpha=0.15))
     labels.append(f"within {WITHIN:g}x of the fastest")
     title = f"kernelgrad bench, time over the fastest approach per row: {cfg.dtype}, {cfg.device}"
