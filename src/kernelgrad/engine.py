@@ -316,7 +316,8 @@ def _count_call(op: str, method: str, p: Problem, *, count: bool = True) -> bool
 
 
 def _dense(op: str, method: str, p: Problem, hot: bool):
-    """One program for the whole problem, on points padded to their size buckets."""
+    """One program for the whole problem: on points padded to size buckets, or, once the
+    size is ``hot``, on the exact points in a program specialised to the kernel's values."""
     N, M = _sizes(p, hot)
     if not hot:
         # Padded columns must carry weight 0; and a bucket's program takes weights whether
