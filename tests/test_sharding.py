@@ -78,6 +78,7 @@ _SCRIPT = textwrap.dedent(
             meshes.append(kwargs["mesh"].devices.size)
             return original(*args, **kwargs)
         sharding.reduce = spy
+        original_tiled_min_pairs = reductions.TILED_MIN_PAIRS
         dense = kg.grad_sum(kg.Matern32(), X, Y, w)
         reductions.TILED_MIN_PAIRS = 1000
         public = kg.grad_sum(kg.Matern32(), X, Y, w)
@@ -86,6 +87,42 @@ _SCRIPT = textwrap.dedent(
             "type": type(public).__name__,
             "vs_dense": rel(public, dense),
         }
+        reductions.TILED_MIN_PAIRS = original_tiled_min_pairs
+        sharding.reduce = original
+        # X sharded by the caller: the result comes back sharded the same way over rows.
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        line = Mesh(np.asarray(jax.devices()), ("rows",))
+        grid = Mesh(np.asarray(jax.devices()).reshape(2, 2), ("a", "b"))
+        Xn, Xs2 = X[:200], rng.uniform(-1.5, 1.5, (200, 2))
+        W200 = rng.normal(size=(200, 2))
+        cases = [
+            ("grad_sum", line, P("rows"), Xn, lambda X: kg.grad_sum(kg.RBF(), X),
+             lambda X: kg.grad_sum(kg.RBF(), np.asarray(X))),
+            ("grad_sum_Y_weights_forward", line, P("rows"), Xn,
+             lambda X: kg.grad_sum(rbf_pair, X, Y, w, mode="forward"),
+             lambda X: kg.grad_sum(kg.RBF(), np.asarray(X), Y, w)),
+            ("gram_matvec", line, P("rows"), Xn,
+             lambda X: kg.gram_matvec(kg.Matern52(), X, X, W200),
+             lambda X: kg.gram_matvec(kg.Matern52(), np.asarray(X), np.asarray(X), W200)),
+            ("grad_sum_two_axes", grid, P(("a", "b")), Xn, lambda X: kg.grad_sum(kg.RBF(), X),
+             lambda X: kg.grad_sum(kg.RBF(), np.asarray(X))),
+            ("grad_sum_columns_sharded_too", grid, P("a", "b"), Xs2,
+             lambda X: kg.grad_sum(kg.RBF(), X), lambda X: kg.grad_sum(kg.RBF(), np.asarray(X))),
+            ("grad_sum_1d", line, P("rows"), Xn[:, 0], lambda X: kg.grad_sum(kg.RBF(), X),
+             lambda X: kg.grad_sum(kg.RBF(), np.asarray(X))),
+        ]
+        for name, mesh, spec, points, call, reference in cases:
+            Xc = jax.device_put(points, NamedSharding(mesh, spec))
+            got = call(Xc)
+            out["caller_sharded_" + name] = {
+                "in_rows_spec": str(Xc.sharding.spec[0]),
+                "out_rows_spec": str(got.sharding.spec[0]),
+                "out_devices": len(got.sharding.device_set),
+                "shard_rows": sorted({s.data.shape[0] for s in got.addressable_shards}),
+                "row_starts": sorted({s.index[0].start or 0 for s in got.addressable_shards}),
+                "plan": kg.explain("grad_sum", kg.RBF(), Xc).engine,  # the route for X
+                "vs_one": rel(got, reference(Xc)),
+            }
     print(json.dumps(out))
     """
 )
@@ -133,6 +170,30 @@ def test_public_call_shards_over_local_devices(four_devices):
     assert public["mesh_sizes"] == [DEVICES]
     assert public["type"] == "ndarray"  # NumPy in, NumPy out, also when sharded
     assert public["vs_dense"] <= 1e-12
+
+
+_CALLER_SHARDED = [
+    ("grad_sum", 4),
+    ("grad_sum_Y_weights_forward", 4),
+    ("gram_matvec", 4),
+    ("grad_sum_two_axes", 4),
+    ("grad_sum_columns_sharded_too", 2),  # rows over "a" only: 2 row blocks, each on 2 devices
+    ("grad_sum_1d", 4),
+]
+
+
+@pytest.mark.parametrize(("name", "row_blocks"), _CALLER_SHARDED)
+def test_result_is_sharded_like_the_callers_points(four_devices, name, row_blocks):
+    result = four_devices["caller_sharded_" + name]
+    # The rows keep the caller's mesh axes (a column sharding of X is dropped).
+    expected_spec = "a" if name == "grad_sum_columns_sharded_too" else result["in_rows_spec"]
+    assert result["out_rows_spec"] == expected_spec
+    assert result["plan"] == "sharded"
+    # No device holds the whole result: each holds its 200 / row_blocks rows.
+    assert result["out_devices"] == DEVICES
+    assert result["shard_rows"] == [200 // row_blocks]
+    assert result["row_starts"] == [i * 200 // row_blocks for i in range(row_blocks)]
+    assert result["vs_one"] <= 1e-12
 
 
 def test_one_device_mesh_matches_the_unsharded_program(rng):

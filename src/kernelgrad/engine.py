@@ -231,11 +231,15 @@ def _weighted(op: str, p: Problem) -> Problem:
 def route(op: str, method: str, p: Problem) -> str:
     """Which program runs ``op`` on a problem that is not eager NumPy.
 
-    ``"symmetric"`` (Y = X blocks, each exp serving (i, j) and (j, i)), ``"tiled"``
-    (matrix-free, sharded over the local devices), ``"traced"`` (inside the caller's own jit
-    or vmap: their shapes, no padding) or ``"dense"`` (one program per size bucket).
+    ``"sharded"`` (X's rows split over devices by the caller: computed there, returned
+    sharded the same way), ``"symmetric"`` (Y = X blocks, each exp serving (i, j) and
+    (j, i)), ``"tiled"`` (matrix-free, sharded over the local devices), ``"traced"`` (inside
+    the caller's own jit or vmap: their shapes, no padding) or ``"dense"`` (one program per
+    size bucket).
     """
     traced = any(isinstance(a, jax.core.Tracer) for a in (p.X, p.Y, p.W))
+    if op in ("grad_sum", "gram_matvec") and sharding.row_sharding(p.X) is not None:
+        return "sharded"
     if (
         op == "grad_sum"
         and method == "closed"
@@ -267,6 +271,8 @@ def _padded(op: str, method: str, p: Problem):
     if how != "traced":  # blocks and padded columns carry weights
         p = _weighted(op, p)
     with jax.numpy_rank_promotion("allow"), x64:
+        if how == "sharded":
+            return sharding.along_rows(op, method, p.kernel, p.X, p.Y, p.W), True
         if how == "symmetric":
             return symmetric.run(p.kernel, p.X, p.W), False
         if how == "tiled":

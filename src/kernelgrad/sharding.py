@@ -46,13 +46,43 @@ def row_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices), (AXIS,))
 
 
-@compile_cache.jit(static_argnames=("op", "method", "mesh", "row_block", "col_block"))
-def _sharded(kernel, X, Y, W, *, op, method, mesh, row_block=None, col_block=None):
+@compile_cache.jit(static_argnames=("op", "method", "mesh", "rows", "row_block", "col_block"))
+def _sharded(kernel, X, Y, W, *, op, method, mesh, rows=AXIS, row_block=None, col_block=None):
+    """The reduction with X's rows split over mesh axis (or axes) ``rows``, the rest
+    replicated: every device reduces its rows against all of Y."""
     local = functools.partial(
         reductions.reduce, op, method, row_block=row_block, col_block=col_block
     )
-    fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()), out_specs=P(AXIS))
+    fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(rows), P(), P()), out_specs=P(rows))
     return fn(kernel, X, Y, W)
+
+
+def row_sharding(X):
+    """(mesh, rows) when X is a concrete JAX array whose rows are split over several devices
+    by a ``NamedSharding`` (``rows``: the mesh axis or axes of its first dimension), else
+    None."""
+    sharding = getattr(X, "sharding", None)
+    if isinstance(X, jax.core.Tracer) or not isinstance(sharding, NamedSharding):
+        return None
+    rows = sharding.spec[0] if len(sharding.spec) else None
+    if rows is None or len(sharding.device_set) == 1:
+        return None
+    return sharding.mesh, rows
+
+
+def along_rows(op: str, method: str, kernel, X, Y, W):
+    """``grad_sum`` or ``gram_matvec`` for X whose rows the caller sharded (see
+    :func:`row_sharding`): computed where X's rows are, and returned sharded the same way.
+
+    X stays in place (a sharding of its columns too is undone: each device needs whole
+    points); Y and W are replicated, as in :func:`reduce`. Row i of the result depends only
+    on x_i, so nothing is gathered to one device.
+    """
+    mesh, rows = row_sharding(X)
+    X = jax.device_put(X, NamedSharding(mesh, P(rows)))
+    replicated = NamedSharding(mesh, P())
+    Y, W = jax.device_put((Y, W), replicated)
+    return _sharded(kernel, X, Y, W, op=op, method=method, mesh=mesh, rows=rows)
 
 
 def _column_chunks(m: int, row_bytes: int, max_bytes: int) -> tuple[int, int]:
@@ -155,4 +185,12 @@ def tiled(op: str, method: str, kernel, X, Y, W, *, pad: bool = True):
     return out
 
 
-__all__ = ["AXIS", "REPLICATED_COLUMNS_MAX_BYTES", "reduce", "row_mesh", "tiled"]
+__all__ = [
+    "AXIS",
+    "REPLICATED_COLUMNS_MAX_BYTES",
+    "along_rows",
+    "reduce",
+    "row_mesh",
+    "row_sharding",
+    "tiled",
+]

@@ -171,13 +171,14 @@ class Plan(NamedTuple):
 
     op: str  # the transform: "gram", "grad", "jacobian", "grad_sum" or "gram_matvec"
     method: str  # "closed", "forward" or "reverse"
-    engine: str  # "eager", "dense", "symmetric", "tiled" or "traced"
+    engine: str  # "eager", "dense", "sharded", "symmetric", "tiled" or "traced"
     padded: tuple[int, int] | None  # (N, M) the dense program runs on, else None
     devices: int  # devices the program runs on
 
     def __str__(self) -> str:
         what = {
             "eager": "eager NumPy, no compile",
+            "sharded": f"XLA, on the {self.devices} devices holding X's rows, sharded result",
             "symmetric": "XLA, symmetric blocks (each exp serves (i, j) and (j, i))",
             "tiled": f"XLA, tiled matrix-free over {self.devices} device(s)",
             "traced": "XLA, inside the caller's own trace (their shapes)",
@@ -214,7 +215,11 @@ def explain(op: str, k, X, Y=None, weights=None, *, mode: str = "auto") -> Plan:
     inner = _ENGINE_OP.get(op, op)
     method = _method(inner, p, mode)
     how, padded = engine.plan(inner, method, p)
-    devices = jax.local_device_count() if how == "tiled" else 1
+    devices = 1
+    if how == "tiled":
+        devices = jax.local_device_count()
+    elif how == "sharded":
+        devices = len(p.X.sharding.device_set)
     return Plan(op, method, how, padded, devices)
 
 
