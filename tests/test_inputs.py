@@ -422,3 +422,133 @@ def test_transforms_run_under_the_users_strict_rank_promotion(mode):
     G = kg.grad_sum(k, jnp.asarray(X, jnp.float32), None, jnp.asarray(w, jnp.float32), mode=mode)
     assert_close(G, expected, np.float32)
     assert kg.gram(k, jnp.asarray(X, jnp.float32), mode=mode).shape == (5, 5)
+
+
+# ------------------------------------------------------------------ non-finite input
+
+
+def _with_bad_entry(A, index, value):
+    A = np.array(A, copy=True)
+    A[index] = value
+    return A
+
+
+# n = 20 takes the eager NumPy path of gram, grad and grad_sum; n = 400 the compiled one.
+@pytest.mark.parametrize("n", [20, 400])
+@pytest.mark.parametrize("name", TRANSFORMS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_non_finite_points_are_refused_naming_the_array_count_and_first_index(name, n, bad):
+    X = np.linspace(-1.0, 1.0, 2 * n).reshape(n, 2)
+    X = _with_bad_entry(_with_bad_entry(X, (5, 1), bad), (9, 0), bad)
+    Y = np.linspace(0.0, 1.0, 2 * n).reshape(n, 2)
+    # grad's single point is X[0]: put the bad entries in Y for it.
+    args = (Y, X) if name == "grad" else (X, Y)
+    expected = r"Y contains 2 non-finite value\(s\).*at index \(5, 1\)" if name == "grad" else (
+        r"X contains 2 non-finite value\(s\).*at index \(5, 1\)"
+    )
+    w = np.ones(n)
+    with pytest.raises(ValueError, match=expected):
+        call(name, kg.RBF(), *args, w=w if name != "gram_matvec" else None)
+
+
+@pytest.mark.parametrize("name", ["grad_sum", "gram_matvec"])
+@pytest.mark.parametrize("n", [20, 400])
+def test_non_finite_weights_are_refused(name, n):
+    X = np.linspace(-1.0, 1.0, n)
+    w = _with_bad_entry(np.ones(n), 7, np.nan)
+    with pytest.raises(ValueError, match=r"weights contains 1 non-finite value\(s\).*index 7"):
+        call(name, kg.RBF(), X, None, w)
+
+
+def test_one_dimensional_points_report_their_own_index_and_a_single_point_its_value():
+    X = _with_bad_entry(np.linspace(-1.0, 1.0, 30), 3, np.inf)
+    with pytest.raises(ValueError, match=r"X contains 1 .* the first is inf at index 3\."):
+        kg.grad_sum(kg.Matern52(), X)
+    with pytest.raises(ValueError, match=r"^x contains 1 .* the first is nan\. "):
+        kg.grad(kg.RBF(), np.float64(np.nan), np.zeros(4))
+
+
+@pytest.mark.parametrize(
+    "call_with",
+    [
+        lambda X: kg.cross_hessian(kg.RBF(), X),
+        lambda X: kg.gradient_gram(kg.RBF(), X),
+        lambda X: kg.hyper_grad(kg.RBF(), X),
+        lambda X: kg.grad_sum(kg.kernel(lambda x, y: jnp.exp(-jnp.sum((x - y) ** 2))), X),
+        lambda X: kg.grad_sum(kg.RBF(), jnp.asarray(X)),  # a JAX array on the CPU
+        lambda X: kg.explain("grad_sum", kg.RBF(), X),
+    ],
+    ids=["cross_hessian", "gradient_gram", "hyper_grad", "pair_function", "jax_cpu", "explain"],
+)
+def test_every_entry_point_refuses_non_finite_points(call_with):
+    X = _with_bad_entry(np.zeros((6, 2)), (4, 0), np.nan)
+    with pytest.raises(ValueError, match=r"X contains 1 non-finite value\(s\).*\(4, 0\)"):
+        call_with(X)
+
+
+@pytest.mark.parametrize("n", [20, 400])
+def test_check_finite_false_skips_the_check(n):
+    X = _with_bad_entry(np.linspace(-1.0, 1.0, n), 2, np.nan)
+    out = kg.grad_sum(kg.RBF(), X, check_finite=False)
+    # Row 2 and (through x_2 in every sum) every row are NaN: nothing was refused.
+    assert np.isnan(out).all()
+    assert np.isnan(kg.gram(kg.RBF(), X, check_finite=False)[2]).all()
+
+
+def test_huge_finite_values_are_not_mistaken_for_non_finite():
+    # Their sum of squares overflows to inf: the exact check must then let them through.
+    X = np.array([[1e200, 0.0], [-1e200, 1.0], [0.0, 2.0]])
+    assert kg.inputs.all_finite(X) and kg.inputs.all_finite(X[:, ::-1])  # and non-contiguous
+    assert not kg.inputs.all_finite(_with_bad_entry(X, (1, 1), np.inf))
+    assert np.all(np.isfinite(kg.gram(kg.RBF(), X[:, 1:])))  # accepted and computed
+
+
+@pytest.mark.parametrize("which", ["X", "y", "G", "test points"])
+def test_gp_refuses_non_finite_observations(which):
+    X, y, G = np.linspace(0.0, 1.0, 5)[:, None], np.zeros(5), np.zeros((5, 1))
+    data = {"X": X, "y": y, "G": G}
+    gp = kg.GradientGP(kg.RBF(lengthscale=0.4))
+    if which == "test points":
+        post = gp.condition(X, y, G)
+        with pytest.raises(ValueError, match=r"test points contains 1 .*index \(1, 0\)\. "):
+            post.mean(_with_bad_entry(X, (1, 0), np.inf))
+        return
+    index = 2 if which == "y" else (2, 0)
+    data[which] = _with_bad_entry(data[which], index, np.nan)
+    expected = rf"^{which} contains 1 non-finite value\(s\) .*at index {re.escape(str(index))}\."
+    with pytest.raises(ValueError, match=expected):
+        gp.condition(data["X"], data["y"], data["G"])
+    with pytest.raises(ValueError, match=expected):
+        kg.fit(gp, data["X"], data["y"], data["G"], steps=1)
+
+
+# ------------------------------------------------------------- pair functions in NumPy
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, y: np.exp(-0.5 * np.sum((x - y) ** 2)),
+        lambda x, y: float(np.sum((x - y) ** 2)),
+    ],
+    ids=["numpy", "float"],
+)
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda k, X: kg.grad_sum(k, X),
+        lambda k, X: kg.gram(k, X),
+        lambda k, X: kg.grad(k, X[0], X),
+        lambda k, X: kg.cross_hessian(k, X),
+        lambda k, X: kg.grad_sum(kg.RBF() + kg.kernel(k), X),
+        lambda k, X: kg.grad_sum(k, jnp.asarray(X)),
+    ],
+    ids=["grad_sum", "gram", "grad", "cross_hessian", "inside_a_sum", "jax_points"],
+)
+def test_a_pair_function_written_with_numpy_gets_a_type_error_at_its_first_call(fn, use):
+    X = np.linspace(-1.0, 1.0, 12).reshape(6, 2)
+    with pytest.raises(TypeError, match=r"write it with jax\.numpy") as info:
+        use(fn, X)
+    # Raised where the arguments are checked, not from inside a JAX trace.
+    frames = [str(entry.path) for entry in info.traceback]
+    assert not any("/jax/" in f for f in frames), frames

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import kernels as K
+from .inputs import all_finite
 
 #: Beyond this many points the general path's fixed cost no longer matters for ``grad``.
 GRAD_MAX_POINTS = 4096
@@ -101,8 +102,9 @@ def _as_2d(X, dtype):
     return None
 
 
-def _pairs(k, X, Y, w, max_work: int):
-    """(constants, X2, Y2, one_dim) for an eager pairwise call, or None if it does not apply."""
+def _pairs(k, X, Y, w, max_work: int, check_finite: bool):
+    """(constants, X2, Y2, one_dim) for an eager pairwise call, or None if it does not apply
+    (also when ``check_finite`` finds a NaN or inf: the general path names it)."""
     if type(X) is not np.ndarray or X.dtype not in _DTYPES:
         return None
     found = _as_2d(X, X.dtype)
@@ -123,10 +125,16 @@ def _pairs(k, X, Y, w, max_work: int):
     ):
         return None
     c = _constants(k)
-    return None if c is None else (c, X2, Y2, one_dim)
+    if c is None or (check_finite and not _finite(X, Y, w)):
+        return None
+    return c, X2, Y2, one_dim
 
 
-def _one_point(k, x, Y):
+def _finite(*arrays) -> bool:
+    return all(a is None or all_finite(a) for a in arrays)
+
+
+def _one_point(k, x, Y, check_finite: bool):
     """(constants, one_dim) for an eager ``grad``, or None if it does not apply."""
     # Cheapest checks first: this function's whole budget is about a microsecond.
     if type(Y) is not np.ndarray or not 0 < Y.shape[0] <= GRAD_MAX_POINTS:
@@ -139,15 +147,17 @@ def _one_point(k, x, Y):
     if x.shape != Y.shape[1:] or not (one_dim or Y.ndim == 2):
         return None
     c = _constants(k)
-    return None if c is None else (c, one_dim)
+    if c is None or (check_finite and not _finite(np.asarray(x), Y)):
+        return None
+    return c, one_dim
 
 
-def applies(op: str, k, X, Y=None, weights=None) -> bool:
+def applies(op: str, k, X, Y=None, weights=None, check_finite: bool = True) -> bool:
     """Whether ``op`` (``"grad"``, ``"gram"`` or ``"grad_sum"``) runs on this lean path."""
     if op == "grad":
-        return _one_point(k, X, Y) is not None
+        return _one_point(k, X, Y, check_finite) is not None
     if op in _MAX_WORK:
-        return _pairs(k, X, Y, weights, _MAX_WORK[op]) is not None
+        return _pairs(k, X, Y, weights, _MAX_WORK[op], check_finite) is not None
     return False
 
 
@@ -182,18 +192,18 @@ def _profile(c: _Constants, sq, derivative: bool):
     return out
 
 
-def gram(k, X, Y):
+def gram(k, X, Y, check_finite: bool = True):
     """K[i, j] = k(x_i, y_j) as (n, m), or None when this path does not apply."""
-    found = _pairs(k, X, Y, None, GRAM_MAX_WORK)
+    found = _pairs(k, X, Y, None, GRAM_MAX_WORK, check_finite)
     if found is None:
         return None
     c, X2, Y2, _ = found
     return _profile(c, _squared_distance(X2, Y2), derivative=False)
 
 
-def grad_sum(k, X, Y, w):
+def grad_sum(k, X, Y, w, check_finite: bool = True):
     """G[i] = sum_j w_j d/dx_i k(x_i, y_j) as (n, d), (n,) for 1-D points; or None."""
-    found = _pairs(k, X, Y, w, GRAD_SUM_MAX_WORK)
+    found = _pairs(k, X, Y, w, GRAD_SUM_MAX_WORK, check_finite)
     if found is None:
         return None
     c, X2, Y2, one_dim = found
@@ -223,9 +233,9 @@ def grad_sum(k, X, Y, w):
     return G
 
 
-def grad(k, x, Y):
+def grad(k, x, Y, check_finite: bool = True):
     """d/dx k(x, y_j) for every row of Y, or None when this fast path does not apply."""
-    found = _one_point(k, x, Y)
+    found = _one_point(k, x, Y, check_finite)
     if found is None:
         return None
     c, one_dim = found

@@ -44,7 +44,7 @@ import optax
 from jaxtyping import Array, Float
 
 from . import autodiff, gradient_kernel, hessian, reductions, rules
-from .inputs import local_x64
+from .inputs import local_x64, require_finite
 from .kernels import AbstractKernel
 from .kernels import kernel as as_kernel
 
@@ -223,6 +223,7 @@ def _data(X, y, G):
     """(X (n, d), b (n_obs,), with_gradients, dtype) as NumPy, checked against each other."""
     X = np.asarray(X)
     X = X.astype(np.float64) if X.dtype.kind != "f" else X
+    require_finite("X", X, skippable=False)
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:
@@ -231,6 +232,7 @@ def _data(X, y, G):
     y = np.asarray(y, dtype=X.dtype)
     if y.shape != (n,):
         raise ValueError(f"y must have shape ({n},) for X of shape {X.shape}; got {y.shape}.")
+    require_finite("y", y, skippable=False)
     if G is None:
         return X, y, False, X.dtype
     G = np.asarray(G, dtype=X.dtype)
@@ -238,6 +240,7 @@ def _data(X, y, G):
         raise ValueError(
             f"G (the gradients) must have shape ({n}, {d}) for X of shape {X.shape}; got {G.shape}."
         )
+    require_finite("G", G, skippable=False)
     return X, np.concatenate([y, G.reshape(n * d)]), True, X.dtype
 
 
@@ -362,6 +365,7 @@ class Posterior(eqx.Module):
             Xs = Xs[:, None]
         if Xs.ndim != 2 or Xs.shape[1] != d:
             raise ValueError(f"test points must have shape (ns, {d}); got {Xs.shape}.")
+        require_finite("test points", Xs, skippable=False)
         return Xs
 
     def _mean_and_gradient(self, Xs):

@@ -342,7 +342,14 @@ class GradientGram(eqx.Module):
 
 
 def gradient_gram(
-    k, X, Y=None, *, mode: str = "auto", row_block: int | None = None, col_block=None
+    k,
+    X,
+    Y=None,
+    *,
+    mode: str = "auto",
+    row_block: int | None = None,
+    col_block=None,
+    check_finite: bool = True,
 ) -> GradientGram:
     """Lazy joint covariance of [f(X), grad f(X)] and [f(Y), grad f(Y)] for a GP f ~ k.
 
@@ -358,6 +365,8 @@ def gradient_gram(
             where the kernel has rules, else reverse.
         row_block, col_block: the tile shape of the matrix-free matvec (default per
             platform, :func:`kernelgrad.reductions.default_blocks`).
+        check_finite: refuse NaN or inf in points held in host memory (see
+            :func:`kernelgrad.gram`).
 
     Example:
         >>> import numpy as np, kernelgrad as kg
@@ -365,7 +374,7 @@ def gradient_gram(
         >>> op.shape, op.matvec(np.ones(12)).shape, op.to_dense().shape
         ((12, 12), (12,), (12, 12))
     """
-    p = prepare(k, X, Y)
+    p = prepare(k, X, Y, check_finite=check_finite)
     method = hessian.method_for(p, mode, "gradient_gram")
     if method == "forward" and mode == "auto":
         method = "reverse"

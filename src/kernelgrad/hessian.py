@@ -252,7 +252,9 @@ def method_for(p: Problem, mode: str, what: str) -> str:
     return explicit_method(p, mode) or "forward"
 
 
-def cross_hessian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d d"]:
+def cross_hessian(
+    k, X, Y=None, *, mode: str = "auto", check_finite: bool = True
+) -> Float[Array, "n m d d"]:
     """Cross-Hessian H[i, j, a, b] = d^2 k(x_i, y_j) / dx_ia dy_jb, of shape (n, m, d, d).
 
     For 1-D points, (n,) and (m,), the output is (n, m). ``Y=None`` means Y = X, still
@@ -273,6 +275,8 @@ def cross_hessian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d d"
         X: points, (n, d) or (n,).
         Y: points, (m, d) or (m,); ``None`` means Y = X.
         mode: ``"auto"``, ``"closed"``, ``"forward"`` or ``"reverse"``.
+        check_finite: refuse NaN or inf in points held in host memory (see
+            :func:`kernelgrad.gram`).
 
     Example:
         >>> import numpy as np, kernelgrad as kg
@@ -280,7 +284,7 @@ def cross_hessian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d d"
         >>> H.shape, float(H[0, 0, 0, 0])
         ((2, 2, 3, 3), 1.0)
     """
-    p = prepare(k, X, Y)
+    p = prepare(k, X, Y, check_finite=check_finite)
     method = method_for(p, mode, "cross_hessian")
     memory.check_dense("cross_hessian", (p.n, p.m, p.d, p.d), p.dtype, p.X)
     squeeze = (lambda out: out[..., 0, 0]) if p.squeeze else None

@@ -22,7 +22,7 @@ from . import autodiff, gradient_kernel, hessian
 from .inputs import local_x64, prepare
 
 
-def hyper_grad(k, X, Y=None, *, gradients: bool = False):
+def hyper_grad(k, X, Y=None, *, gradients: bool = False, check_finite: bool = True):
     """dK/dtheta for every hyperparameter theta of ``k``, as a pytree shaped like ``k``.
 
     Each array leaf of the kernel, of shape ``s`` (``()`` for a scalar, ``(d,)`` for ARD
@@ -39,6 +39,8 @@ def hyper_grad(k, X, Y=None, *, gradients: bool = False):
         X: points, (n, d) or (n,).
         Y: points, (m, d) or (m,); ``None`` means Y = X.
         gradients: differentiate the joint value-and-gradient covariance instead of K.
+        check_finite: refuse NaN or inf in points held in host memory (see
+            :func:`kernelgrad.gram`).
 
     Returns:
         A kernel-shaped pytree of derivatives, NumPy for NumPy inputs (float64 inputs give
@@ -50,7 +52,7 @@ def hyper_grad(k, X, Y=None, *, gradients: bool = False):
         >>> dK.variance.shape, float(dK.variance[0, 1])  # K = v exp(..) = v at r = 0
         ((3, 3), 1.0)
     """
-    p = prepare(k, X, Y)
+    p = prepare(k, X, Y, check_finite=check_finite)
     if gradients:
         method = hessian.method_for(p, "auto", "hyper_grad(gradients=True)")
     params, static = eqx.partition(p.kernel, eqx.is_array)

@@ -556,7 +556,16 @@ class PairFunction(AbstractKernel):
     fn: Callable = eqx.field(static=True)
 
     def __call__(self, x, y):
-        value = self.fn(x, y)
+        try:
+            value = self.fn(x, y)
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+            name = getattr(self.fn, "__name__", self.fn)
+            raise TypeError(
+                f"The pair function {name!r} turned its traced points into NumPy arrays or "
+                "Python numbers (with numpy or math functions, or float()/if on them). "
+                "kernelgrad differentiates it with JAX: write it with jax.numpy, e.g. "
+                "jnp.exp(-0.5 * jnp.sum((x - y) ** 2)), and jnp.where for branches."
+            ) from None
         # Shapes are static, so this check also runs (once, at trace time) under jit and vmap.
         if jnp.shape(value) == (1,) and jnp.shape(x) == (1,):
             # A 1-D kernel written elementwise, exp(-(x - y)^2 / 2), as in the forum.

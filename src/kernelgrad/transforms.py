@@ -50,7 +50,7 @@ def _squeezer(p: Problem):
     return (lambda out: out[..., 0]) if p.squeeze else None
 
 
-def gram(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m"]:
+def gram(k, X, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Float[Array, "n m"]:
     """Gram matrix K[i, j] = k(x_i, y_j), of shape (n, m).
 
     Args:
@@ -58,6 +58,9 @@ def gram(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m"]:
         X: points, (n, d) or (n,).
         Y: points, (m, d) or (m,); ``None`` means Y = X.
         mode: ``"auto"``, ``"closed"``, ``"forward"`` or ``"reverse"``.
+        check_finite: refuse NaN or inf in points and weights held in host memory with a
+            ValueError (one pass over them); ``False`` skips the check. Inside a caller's
+            ``jax.jit``, and on an accelerator, nothing is checked.
 
     Example:
         >>> import numpy as np, kernelgrad as kg
@@ -65,10 +68,10 @@ def gram(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m"]:
         (3, 3)
     """
     if mode == "auto" or mode == "closed":
-        fast = eager.gram(k, X, Y)
+        fast = eager.gram(k, X, Y, check_finite)
         if fast is not None:
             return fast
-    p = prepare(k, X, Y)
+    p = prepare(k, X, Y, check_finite=check_finite)
     method = _method("gram", p, mode)
     if p.n == 0 or p.m == 0:
         return _empty(p, (p.n, p.m))
@@ -76,15 +79,19 @@ def gram(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m"]:
     return engine.run("gram", method, p)
 
 
-def jacobian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d"]:
+def jacobian(
+    k, X, Y=None, *, mode: str = "auto", check_finite: bool = True
+) -> Float[Array, "n m d"]:
     """Input Jacobian J[i, j] = d/dx_i k(x_i, y_j), of shape (n, m, d); (n, m) for 1-D points.
+
+    Arguments as for :func:`gram`.
 
     Example:
         >>> import numpy as np, kernelgrad as kg
         >>> kg.jacobian(kg.RBF(), np.zeros((4, 3)), np.ones((5, 3))).shape
         (4, 5, 3)
     """
-    p = prepare(k, X, Y)
+    p = prepare(k, X, Y, check_finite=check_finite)
     method = _method("jacobian", p, mode)
     if p.n == 0 or p.m == 0:
         return _empty(p, (p.n, p.m, p.d), squeeze=True)
@@ -92,11 +99,11 @@ def jacobian(k, X, Y=None, *, mode: str = "auto") -> Float[Array, "n m d"]:
     return engine.run("jacobian", method, p, finish=_squeezer(p))
 
 
-def grad(k, x, Y=None, *, mode: str = "auto") -> Float[Array, "m d"]:
+def grad(k, x, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Float[Array, "m d"]:
     """Gradient of k(x, y_j) with respect to one point x, for every y_j: shape (m, d).
 
     ``x`` is (d,) or a scalar (1-D points; the output is then (m,)). ``Y=None`` means Y = x.
-    The forum's ``grad_kernel`` is ``grad(k, X[0], X)``.
+    The forum's ``grad_kernel`` is ``grad(k, X[0], X)``. Other arguments as for :func:`gram`.
 
     Example:
         >>> import numpy as np, kernelgrad as kg
@@ -105,10 +112,10 @@ def grad(k, x, Y=None, *, mode: str = "auto") -> Float[Array, "m d"]:
         (100,)
     """
     if mode == "auto" or mode == "closed":
-        fast = eager.grad(k, x, Y)
+        fast = eager.grad(k, x, Y, check_finite)
         if fast is not None:
             return fast
-    p = prepare(k, x, Y, single=True)
+    p = prepare(k, x, Y, single=True, check_finite=check_finite)
     method = _method("jacobian", p, mode)
     if p.m == 0:
         return _empty(p, (p.m, p.d), squeeze=True)
@@ -116,7 +123,9 @@ def grad(k, x, Y=None, *, mode: str = "auto") -> Float[Array, "m d"]:
     return engine.run("jacobian", method, p, finish=first_row)
 
 
-def grad_sum(k, X, Y=None, weights=None, *, mode: str = "auto") -> Float[Array, "n d"]:
+def grad_sum(
+    k, X, Y=None, weights=None, *, mode: str = "auto", check_finite: bool = True
+) -> Float[Array, "n d"]:
     """Weighted grad map G[i] = sum_j w_j d/dx_i k(x_i, y_j), of shape (n, d); (n,) for 1-D.
 
     With unit weights this is the forum's summed ``grad_kernel_map`` and the SVGD repulsion
@@ -128,6 +137,9 @@ def grad_sum(k, X, Y=None, weights=None, *, mode: str = "auto") -> Float[Array, 
         Y: points, (m, d) or (m,); ``None`` means Y = X (still differentiating only x_i).
         weights: (m,); ``None`` means ones.
         mode: ``"auto"``, ``"closed"``, ``"forward"`` or ``"reverse"``.
+        check_finite: refuse NaN or inf in points and weights held in host memory with a
+            ValueError (one pass over them); ``False`` skips the check. Inside a caller's
+            ``jax.jit``, and on an accelerator, nothing is checked.
 
     Example:
         >>> import numpy as np, kernelgrad as kg
@@ -136,10 +148,10 @@ def grad_sum(k, X, Y=None, weights=None, *, mode: str = "auto") -> Float[Array, 
         (100,)
     """
     if mode == "auto" or mode == "closed":
-        fast = eager.grad_sum(k, X, Y, weights)
+        fast = eager.grad_sum(k, X, Y, weights, check_finite)
         if fast is not None:
             return fast
-    p = prepare(k, X, Y, weights)
+    p = prepare(k, X, Y, weights, check_finite=check_finite)
     method = _method("grad_sum", p, mode)
     if p.n == 0 or p.m == 0:  # an empty sum over j is 0
         return _empty(p, (p.n, p.d), squeeze=True)
@@ -148,12 +160,14 @@ def grad_sum(k, X, Y=None, weights=None, *, mode: str = "auto") -> Float[Array, 
     return engine.run("grad_sum", method, p, finish=_squeezer(p))
 
 
-def gram_matvec(k, X, Y=None, W=None, *, mode: str = "auto") -> Float[Array, "n p"]:
+def gram_matvec(
+    k, X, Y=None, W=None, *, mode: str = "auto", check_finite: bool = True
+) -> Float[Array, "n p"]:
     """Kernel matrix-vector product K @ W: (n,) for W of shape (m,), (n, p) for (m, p).
 
-    ``W=None`` means ones (the row sums of K).
+    ``W=None`` means ones (the row sums of K). Other arguments as for :func:`gram`.
     """
-    p = prepare(k, X, Y, W, weight_ndim=(1, 2))
+    p = prepare(k, X, Y, W, weight_ndim=(1, 2), check_finite=check_finite)
     method = _method("gram_matvec", p, mode)
     vector = p.W is None or p.W.ndim == 1
     if p.W is None:
@@ -193,7 +207,9 @@ class Plan(NamedTuple):
 _ENGINE_OP = {"grad": "jacobian"}
 
 
-def explain(op: str, k, X, Y=None, weights=None, *, mode: str = "auto") -> Plan:
+def explain(
+    op: str, k, X, Y=None, weights=None, *, mode: str = "auto", check_finite: bool = True
+) -> Plan:
     """How ``kernelgrad.<op>(k, X, Y, weights, mode=mode)`` would run, without running it.
 
     Example:
@@ -206,11 +222,17 @@ def explain(op: str, k, X, Y=None, weights=None, *, mode: str = "auto") -> Plan:
             f"Unknown op {op!r}; expected one of 'gram', 'grad', 'jacobian', 'grad_sum', "
             "'gram_matvec'."
         )
-    if mode in ("auto", "closed") and eager.applies(op, k, X, Y, weights):
+    if mode in ("auto", "closed") and eager.applies(op, k, X, Y, weights, check_finite):
         return Plan(op, "closed", "eager", None, 1)
     single = op == "grad"
     p = prepare(
-        k, X, Y, weights, single=single, weight_ndim=(1, 2) if op == "gram_matvec" else (1,)
+        k,
+        X,
+        Y,
+        weights,
+        single=single,
+        weight_ndim=(1, 2) if op == "gram_matvec" else (1,),
+        check_finite=check_finite,
     )
     inner = _ENGINE_OP.get(op, op)
     method = _method(inner, p, mode)
