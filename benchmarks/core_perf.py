@@ -144,7 +144,7 @@ def _fixed_cost_rows(k, args) -> list[dict]:
     NumPy arguments, cropping and handing back a NumPy array.
 
     A pair function (the RBF written with jax.numpy) takes the compiled path at any n. After
-    HOT_CALLS calls kg runs its exact-size program, which the bare call runs directly.
+    the policy's hot_calls calls kg runs its exact-size program, which the bare call runs directly.
     """
     rows = []
     pair = kg.kernel(lambda x, y: jnp.exp(-0.5 * jnp.sum((x - y) ** 2)))
@@ -152,7 +152,7 @@ def _fixed_cost_rows(k, args) -> list[dict]:
         X = points(8, d)
         X2 = X.reshape(8, d)
         call = getattr(kg, op)
-        for _ in range(engine.HOT_CALLS + 1):
+        for _ in range(kg.policy.current().hot_calls + 1):
             call(pair, X)
         method = kg.explain(op, pair, X).method
         program = functools.partial(

@@ -1,4 +1,4 @@
-"""The engine's two measured thresholds: EAGER_MAX_PAIRS and symmetric.MIN_POINTS.
+"""The engine's two measured thresholds: the policy's eager_max_pairs and symmetric_min_points.
 
 Run: ``python benchmarks/crossover.py [--n ...] [--sym-n ...]``
 
@@ -15,6 +15,7 @@ Run: ``python benchmarks/crossover.py [--n ...] [--sym-n ...]``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import timeit
 
 import jax
@@ -30,6 +31,8 @@ def best_of(fn, number: int) -> float:
 
 
 def eager_against_xla(k, ns) -> None:
+    # The engine's policy with its eager path switched off.
+    no_eager = dataclasses.replace(kg.policy.current(), eager_max_pairs=-1)
     for op in ("grad_sum", "gram", "jacobian"):
         for d in (1, 3):
             last_eager_win = 0
@@ -44,11 +47,8 @@ def eager_against_xla(k, ns) -> None:
                 def xla(p=p, op=op):
                     # The engine's own call with the eager path switched off: the same
                     # padding, transfers and x64 context that a real call pays.
-                    saved, engine.EAGER_MAX_PAIRS = engine.EAGER_MAX_PAIRS, -1
-                    try:
+                    with kg.policy.use(no_eager):
                         return engine.run(op, "closed", p)
-                    finally:
-                        engine.EAGER_MAX_PAIRS = saved
 
                 t_eager, t_xla = best_of(eager, number), best_of(xla, number)
                 if t_eager < t_xla:

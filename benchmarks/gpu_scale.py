@@ -44,7 +44,7 @@ import numpy as np
 from jax import lax
 
 import kernelgrad as kg
-from kernelgrad import reductions
+from kernelgrad import reductions, sharding
 
 FULL = {
     "n": 1_000_000,
@@ -203,7 +203,7 @@ def main(argv=None) -> dict:
         "dtype": "float32",
         "small": args.small,
         "default_blocks": list(reductions.default_blocks()),
-        "kernelgrad_path": "tiled" if n * n > reductions.TILED_MIN_PAIRS else "dense",
+        "kernelgrad_path": "tiled" if n * n > kg.policy.current().tiled_min_pairs else "dense",
         "results": {},
     }
 
@@ -236,7 +236,7 @@ def main(argv=None) -> dict:
     outputs["kernelgrad"] = run("kernelgrad", lambda: kg.grad_sum(k, X, Y, w), pairs)
     for rb, cb in sizes["tiled"]:
         fn = functools.partial(
-            reductions.compiled, op="grad_sum", method="closed", row_block=rb, col_block=cb
+            sharding.one_device, op="grad_sum", method="closed", row_block=rb, col_block=cb
         )
         run(f"tiled_{rb}x{cb}", lambda fn=fn: fn(k, X, Y, w), pairs)
     # The naive loop is slow (about 10 s at 10^6 on an H200): one timed call.

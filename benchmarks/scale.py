@@ -75,7 +75,7 @@ _DENSE = textwrap.dedent(
     import json, statistics, sys, time
     import jax, jax.numpy as jnp, numpy as np
     import kernelgrad as kg
-    from kernelgrad import engine, reductions
+    from kernelgrad import engine, reductions, sharding
     n, repeats, dtype = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     tiled_too = len(sys.argv) > 4
     rng = np.random.default_rng(0)
@@ -87,7 +87,7 @@ _DENSE = textwrap.dedent(
             "dense": lambda: engine._compiled(k, X, X, w, op="grad_sum", method="closed"),
         }
         if tiled_too:
-            programs["tiled"] = lambda: reductions.compiled(
+            programs["tiled"] = lambda: sharding.one_device(
                 k, X, X, w, op="grad_sum", method="closed"
             )
         out = {"n": n, "dtype": dtype}
@@ -112,7 +112,7 @@ _BLOCKS = textwrap.dedent(
     import json, statistics, sys, time
     import jax, numpy as np
     import kernelgrad as kg
-    from kernelgrad import reductions
+    from kernelgrad import reductions, sharding
     n, m, repeats, dtype = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     shapes = json.loads(sys.argv[5])
     rng = np.random.default_rng(0)
@@ -122,7 +122,7 @@ _BLOCKS = textwrap.dedent(
         Y = jax.device_put(rng.uniform(-1.5, 1.5, (m, 3)).astype(dtype))
         w = jax.device_put(np.ones(m, dtype))
         calls = {
-            f"{r}x{c}": (lambda r=r, c=c: reductions.compiled(
+            f"{r}x{c}": (lambda r=r, c=c: sharding.one_device(
                 k, X, Y, w, op="grad_sum", method="closed", row_block=r, col_block=c
             ))
             for r, c in shapes

@@ -10,8 +10,9 @@ Run: ``python benchmarks/throughput.py [--n 20000] [--d 3] [--repeats 3]``
   never a dependency of kernelgrad): the same reduction as a CPU ``LazyTensor``,
   ``(-(x_i - x_j) exp(-|x_i - x_j|^2 / 2)).sum(dim=1)``.
 
-Each time is the best of ``--repeats`` calls after a warm-up call (kernelgrad: after
-``engine.HOT_CALLS`` calls, so that it runs its exact-size program, as a loop at fixed n does).
+Each time is the best of ``--repeats`` calls after a warm-up call (kernelgrad: after the
+policy's ``hot_calls`` calls, so that it runs its exact-size program, as a loop at fixed n
+does).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import kernelgrad as kg
-from kernelgrad import engine
 
 
 def best_of(fn, repeats: int) -> float:
@@ -85,9 +85,9 @@ def main() -> None:
     for name, fn in rows.items():
         if name.startswith("kernelgrad"):
             # A size called often runs exact-size programs (no bucket padding): a loop at
-            # fixed n (SVGD steps, say) gets there after HOT_CALLS calls.
-            print(f"{name}: warming up with {engine.HOT_CALLS} calls", flush=True)
-            for _ in range(engine.HOT_CALLS):
+            # fixed n (SVGD steps, say) gets there after the policy's hot_calls calls.
+            print(f"{name}: warming up with {kg.policy.current().hot_calls} calls", flush=True)
+            for _ in range(kg.policy.current().hot_calls):
                 fn()
         seconds = best_of(fn, args.repeats)
         rates[name] = pairs / seconds

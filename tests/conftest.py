@@ -3,19 +3,30 @@
 Nothing here turns on JAX's x64 mode globally. The library promises float64-accurate results
 for NumPy float64 inputs *without* it, so the suite runs with the default (x64 off) and an
 autouse fixture fails any test that leaves the global setting changed.
+
+The suite is strict, as a careful user is: ``jax_numpy_rank_promotion="raise"`` for the whole
+run (the library's own code must pass under it), and every warning is an error except those
+listed in ``pyproject.toml`` with a reason.
 """
 
 from __future__ import annotations
+
+import contextlib
+import dataclasses
 
 import jax
 import numpy as np
 import pytest
 from hypothesis import settings
 
+import kernelgrad as kg
+
 # Hypothesis: few examples (the suite shares 2 cores) and no per-example deadline, since the
 # first example of a new shape pays for a JAX compile.
 settings.register_profile("kernelgrad", max_examples=15, deadline=None, print_blob=True)
 settings.load_profile("kernelgrad")
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 @pytest.fixture(autouse=True)
@@ -27,14 +38,17 @@ def x64_unchanged():
 
 
 @pytest.fixture
-def strict_rank_promotion():
-    """Run a test with ``jax_numpy_rank_promotion="raise"``, as a strict user would.
+def policy_with():
+    """``policy_with(field=value, ...)`` runs the rest of the test under the current policy
+    with those fields changed (``kernelgrad.policy.use``), instead of patching globals."""
+    stack = contextlib.ExitStack()
 
-    Opt-in rather than autouse: the library's own closed-form code broadcasts NumPy-style, so
-    whether it runs under a user's strict setting is checked by the tests that request this.
-    """
-    with jax.numpy_rank_promotion("raise"):
-        yield
+    def change(**fields):
+        changed = dataclasses.replace(kg.policy.current(), **fields)
+        return stack.enter_context(kg.policy.use(changed))
+
+    yield change
+    stack.close()
 
 
 @pytest.fixture

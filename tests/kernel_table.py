@@ -167,3 +167,17 @@ def select(predicate: Callable[[KernelCase], bool] = lambda case: True) -> list:
 def sample_points(rng: np.random.Generator, n: int, d: int, dtype=np.float64) -> np.ndarray:
     """n distinct points in d dimensions, spread over about [-1.5, 1.5]^d: (n, d) NumPy."""
     return rng.uniform(-1.5, 1.5, size=(n, d)).astype(dtype)
+
+
+def modes_for(case) -> list[str]:
+    """Every mode that applies to ``case``: ``"closed"`` only where it has rules."""
+    modes = ("closed", "forward", "reverse", "auto")
+    return [mode for mode in modes if mode != "closed" or case.closed]
+
+
+def points_with_a_duplicate(case, rng, n: int = 5, m: int = 4):
+    """X (n, d) and Y (m, d) with x_1 = y_0, so that r = 0 is among the pairs."""
+    d = case.dim()
+    X, Y = sample_points(rng, n, d), sample_points(rng, m, d)
+    X[1] = Y[0]
+    return X, Y

@@ -4,6 +4,11 @@ Every reference here differentiates the kernel's own pair function ``k(x, y)`` w
 AD under a *local* ``jax.enable_x64`` context, so the suite never turns x64 on globally. The
 library's transforms share none of this code: their closed forms live in ``rules.py`` and
 their AD paths in ``autodiff.py``.
+
+One thing is shared: AD of a built-in stationary kernel's pair call runs through its
+profile's f' and f'' (a custom JVP, which keeps Matern derivatives finite at r = 0), as the
+closed forms do. Those are checked against references that share nothing with them, finite
+differences of f and limits written out by hand, in ``test_kernels.py`` ("profiles").
 """
 
 from __future__ import annotations
@@ -113,3 +118,41 @@ def assert_close(actual, expected, dtype=None, *, err_msg: str = "") -> None:
         atol=tol["atol"] * scale,
         err_msg=err_msg,
     )
+
+
+def brute_cross_hessian(kernel, X, Y) -> np.ndarray:
+    """H[i, j] = d^2 k(x_i, y_j) / dx dy from the full Hessian in z = (x, y): (n, m, d, d)."""
+    with jax.enable_x64(True):
+        X = jnp.asarray(np.asarray(X, np.float64))
+        Y = jnp.asarray(np.asarray(Y, np.float64))
+        d = X.shape[1]
+
+        def block(x, y):
+            full = jax.hessian(lambda z: kernel(z[:d], z[d:]))(jnp.concatenate([x, y]))
+            return full[:d, d:]
+
+        return np.asarray(jax.vmap(lambda x: jax.vmap(lambda y: block(x, y))(Y))(X))
+
+
+def brute_joint_covariance(kernel, X, Y) -> np.ndarray:
+    """The block-major (n (d + 1), m (d + 1)) matrix, written out entry block by block."""
+    with jax.enable_x64(True):
+        Xj = jnp.asarray(np.asarray(X, np.float64))
+        Yj = jnp.asarray(np.asarray(Y, np.float64))
+
+        def pairs(fn):
+            return np.asarray(jax.vmap(lambda x: jax.vmap(lambda y: fn(x, y))(Yj))(Xj))
+
+        K = pairs(kernel)  # (n, m)
+        dx = pairs(jax.jacfwd(kernel, argnums=0))  # (n, m, d): cov(grad f(x_i), f(y_j))
+        dy = pairs(jax.jacfwd(kernel, argnums=1))  # (n, m, d): cov(f(x_i), grad f(y_j))
+    H = brute_cross_hessian(kernel, X, Y)  # (n, m, d, d)
+    n, m, d = dx.shape
+    out = np.zeros((n * (d + 1), m * (d + 1)))
+    out[:n, :m] = K
+    for i in range(n):
+        for j in range(m):
+            out[i, m + j * d : m + (j + 1) * d] = dy[i, j]
+            out[n + i * d : n + (i + 1) * d, j] = dx[i, j]
+            out[n + i * d : n + (i + 1) * d, m + j * d : m + (j + 1) * d] = H[i, j]
+    return out

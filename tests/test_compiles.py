@@ -91,9 +91,9 @@ def test_bo_loop_adding_one_point_at_a_time_compiles_a_handful(kernel, rng):
     assert max_relative_error(G, expected) <= 1e-5
 
 
-def test_growing_n_on_the_tiled_path_compiles_per_bucket_not_per_n(monkeypatch, rng):
+def test_growing_n_on_the_tiled_path_compiles_per_bucket_not_per_n(policy_with, rng):
     # The tiled path pads to its own, finer buckets (32 per octave).
-    monkeypatch.setattr(reductions, "TILED_MIN_PAIRS", 100)
+    policy_with(tiled_min_pairs=100)
     points = rng.uniform(-1.0, 1.0, (140, 2)).astype(np.float32)
     weights = rng.uniform(size=140).astype(np.float32)
     sizes = range(120, 141)

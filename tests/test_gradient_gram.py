@@ -17,37 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kernel_table import BY_ID, sample_points, select
-from references import assert_close
-from test_hessian import brute_cross_hessian, modes_for, points_with_a_duplicate
+from kernel_table import BY_ID, modes_for, points_with_a_duplicate, sample_points, select
+from references import assert_close, brute_joint_covariance
 
 import kernelgrad as kg
 from kernelgrad import gradient_kernel
-
-
-def brute_joint_covariance(kernel, X, Y) -> np.ndarray:
-    """The block-major (n (d + 1), m (d + 1)) matrix, written out entry block by block."""
-    with jax.enable_x64(True):
-        Xj = jnp.asarray(np.asarray(X, np.float64))
-        Yj = jnp.asarray(np.asarray(Y, np.float64))
-
-        def pairs(fn):
-            return np.asarray(jax.vmap(lambda x: jax.vmap(lambda y: fn(x, y))(Yj))(Xj))
-
-        K = pairs(kernel)  # (n, m)
-        dx = pairs(jax.jacfwd(kernel, argnums=0))  # (n, m, d): cov(grad f(x_i), f(y_j))
-        dy = pairs(jax.jacfwd(kernel, argnums=1))  # (n, m, d): cov(f(x_i), grad f(y_j))
-    H = brute_cross_hessian(kernel, X, Y)  # (n, m, d, d)
-    n, m, d = dx.shape
-    out = np.zeros((n * (d + 1), m * (d + 1)))
-    out[:n, :m] = K
-    for i in range(n):
-        for j in range(m):
-            out[i, m + j * d : m + (j + 1) * d] = dy[i, j]
-            out[n + i * d : n + (i + 1) * d, j] = dx[i, j]
-            out[n + i * d : n + (i + 1) * d, m + j * d : m + (j + 1) * d] = H[i, j]
-    return out
-
 
 twice = select(lambda c: c.twice_smooth_at_zero)
 

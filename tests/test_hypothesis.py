@@ -8,31 +8,35 @@ closed-form result is computed eagerly and every AD result under a local x64 con
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from kernel_table import BY_ID, CASES
 
 import kernelgrad as kg
 
+
+def _rebuilt(case):
+    """The table kernel's class (and RQ's alpha) at drawn hyperparameters."""
+    k = case.kernel
+    extra = {"alpha": float(k.alpha)} if isinstance(k, kg.RationalQuadratic) else {}
+    return lambda variance, lengthscale: type(k)(variance, lengthscale, **extra)
+
+
+#: The table's single stationary kernels with one lengthscale, rebuilt per example.
 KERNELS = {
-    "rbf": kg.RBF,
-    "matern12": kg.Matern12,
-    "matern32": kg.Matern32,
-    "matern52": kg.Matern52,
-    "rq": lambda variance, lengthscale: kg.RationalQuadratic(variance, lengthscale, alpha=0.8),
+    case.id: _rebuilt(case)
+    for case in CASES
+    if case.id in ("rbf", "matern12", "matern32", "matern52", "rq")
 }
 MODES = ("closed", "forward", "reverse")
 
 
-def _rbf_pair(x, y):
-    return jnp.exp(-0.5 * jnp.sum((x - y) ** 2))
-
-
-# Built once: a pair function is static in the kernel's pytree, so a new function object per
-# example would compile anew every time.
-PAIR_RBF = kg.kernel(_rbf_pair)
+#: The table's RBF written as a jax.numpy pair function (lengthscale 0.8), and the built-in
+#: RBF it equals.
+PAIR_RBF = BY_ID["pair_rbf"].kernel
+RBF_08 = kg.RBF(variance=1.0, lengthscale=0.8)
 
 
 @st.composite
@@ -161,8 +165,8 @@ def test_a_point_against_only_its_own_copies_has_zero_gradient(name, d, lengthsc
 def test_a_jax_numpy_pair_function_agrees_with_the_builtin(d, X):
     """The forum's own kernel in d dimensions, written with jax.numpy, in forward and reverse."""
     X = X[:, :d]
-    pair, rbf = PAIR_RBF, kg.RBF()
-    n = X.shape[0]  # natural scales: unit slopes, unit weights
+    pair, rbf = PAIR_RBF, RBF_08
+    n = X.shape[0]  # natural scales: slopes of order 1 / 0.8, unit weights
     for mode in ("forward", "reverse"):
         G, J = kg.grad_sum(pair, X, mode=mode), kg.jacobian(pair, X, mode=mode)
         assert_agree(G, kg.grad_sum(rbf, X), f"{mode} vs RBF", natural=n)

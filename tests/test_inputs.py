@@ -17,6 +17,7 @@ from kernel_table import BY_ID, sample_points
 from references import assert_close, dense_gram, max_relative_error, rbf_closed_form
 
 import kernelgrad as kg
+from kernelgrad.inputs import all_finite
 
 TRANSFORMS = ("gram", "jacobian", "grad", "grad_sum", "gram_matvec")
 AD_MODES = ("forward", "reverse")
@@ -412,9 +413,10 @@ def test_inputs_inside_jit_keep_their_validation():
 
 
 @pytest.mark.parametrize("mode", ["forward", "reverse", "closed"])
-@pytest.mark.usefixtures("strict_rank_promotion")
 def test_transforms_run_under_the_users_strict_rank_promotion(mode):
-    """A user's own JAX strictness setting must not break the library's internals."""
+    """A user's own JAX strictness setting must not break the library's internals (the
+    whole suite runs under it: see conftest.py)."""
+    assert jax.config.jax_numpy_rank_promotion == "raise"
     rng = np.random.default_rng(6)
     k = kg.Matern52(lengthscale=[0.7, 1.3, 2.1])
     X, w = sample_points(rng, 5, 3), rng.normal(size=5)
@@ -443,8 +445,10 @@ def test_non_finite_points_are_refused_naming_the_array_count_and_first_index(na
     Y = np.linspace(0.0, 1.0, 2 * n).reshape(n, 2)
     # grad's single point is X[0]: put the bad entries in Y for it.
     args = (Y, X) if name == "grad" else (X, Y)
-    expected = r"Y contains 2 non-finite value\(s\).*at index \(5, 1\)" if name == "grad" else (
-        r"X contains 2 non-finite value\(s\).*at index \(5, 1\)"
+    expected = (
+        r"Y contains 2 non-finite value\(s\).*at index \(5, 1\)"
+        if name == "grad"
+        else (r"X contains 2 non-finite value\(s\).*at index \(5, 1\)")
     )
     w = np.ones(n)
     with pytest.raises(ValueError, match=expected):
@@ -498,8 +502,8 @@ def test_check_finite_false_skips_the_check(n):
 def test_huge_finite_values_are_not_mistaken_for_non_finite():
     # Their sum of squares overflows to inf: the exact check must then let them through.
     X = np.array([[1e200, 0.0], [-1e200, 1.0], [0.0, 2.0]])
-    assert kg.inputs.all_finite(X) and kg.inputs.all_finite(X[:, ::-1])  # and non-contiguous
-    assert not kg.inputs.all_finite(_with_bad_entry(X, (1, 1), np.inf))
+    assert all_finite(X) and all_finite(X[:, ::-1])  # and non-contiguous
+    assert not all_finite(_with_bad_entry(X, (1, 1), np.inf))
     assert np.all(np.isfinite(kg.gram(kg.RBF(), X[:, 1:])))  # accepted and computed
 
 

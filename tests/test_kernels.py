@@ -13,6 +13,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
 from kernel_table import BY_ID, CASES, sample_points, select
@@ -119,28 +120,29 @@ def _r(x, y, lengthscale=1.0):
     return math.sqrt(float(np.sum(((x - y) / lengthscale) ** 2)))
 
 
-# (kernel, formula(x, y) in float64): the documented conventions, written out.
+# (kernel, formula(x, y) in float64): the documented conventions, written out for the
+# table's hyperparameters.
 FORMULAS = {
     "rbf": (
-        kg.RBF(variance=1.7, lengthscale=0.9),
+        BY_ID["rbf"].kernel,
         lambda x, y: 1.7 * math.exp(-(_r(x, y) ** 2) / (2 * 0.9**2)),
     ),
     "rbf_ard": (
-        kg.RBF(variance=1.1, lengthscale=[0.7, 1.3, 2.1]),
+        BY_ID["rbf_ard"].kernel,
         lambda x, y: 1.1 * math.exp(-0.5 * _r(x, y, np.array([0.7, 1.3, 2.1])) ** 2),
     ),
     "matern12": (
-        kg.Matern12(variance=1.2, lengthscale=1.1),
+        BY_ID["matern12"].kernel,
         lambda x, y: 1.2 * math.exp(-_r(x, y) / 1.1),
     ),
     "matern32": (
-        kg.Matern32(variance=0.8, lengthscale=1.4),
+        BY_ID["matern32"].kernel,
         lambda x, y: (
             0.8 * (1 + math.sqrt(3) * _r(x, y) / 1.4) * math.exp(-math.sqrt(3) * _r(x, y) / 1.4)
         ),
     ),
     "matern52": (
-        kg.Matern52(variance=1.5, lengthscale=0.6),
+        BY_ID["matern52"].kernel,
         lambda x, y: (
             1.5
             * (1 + math.sqrt(5) * _r(x, y) / 0.6 + 5 * _r(x, y) ** 2 / (3 * 0.6**2))
@@ -148,7 +150,7 @@ FORMULAS = {
         ),
     ),
     "matern52_ard": (
-        kg.Matern52(variance=0.7, lengthscale=[0.7, 1.3, 2.1]),
+        BY_ID["matern52_ard"].kernel,
         lambda x, y: (
             0.7
             * (
@@ -160,18 +162,19 @@ FORMULAS = {
         ),
     ),
     "rq": (
-        kg.RationalQuadratic(variance=0.9, lengthscale=1.2, alpha=0.7),
+        BY_ID["rq"].kernel,
         lambda x, y: 0.9 * (1 + _r(x, y) ** 2 / (2 * 0.7 * 1.2**2)) ** -0.7,
     ),
     "periodic": (
-        kg.Periodic(variance=1.3, lengthscale=0.8, period=2.5),
+        BY_ID["periodic"].kernel,
         lambda x, y: 1.3 * math.exp(-2 * math.sin(math.pi * _r(x, y) / 2.5) ** 2 / 0.8**2),
     ),
-    "linear": (kg.Linear(variance=0.6), lambda x, y: 0.6 * float(np.dot(x, y))),
+    "linear": (BY_ID["linear"].kernel, lambda x, y: 0.6 * float(np.dot(x, y))),
     "poly3": (
-        kg.Polynomial(degree=3, offset=0.5),
+        BY_ID["poly3"].kernel,
         lambda x, y: (float(np.dot(x, y)) + 0.5) ** 3,
     ),
+    # Degree 0 (a constant kernel) is an edge case outside the table.
     "poly0": (kg.Polynomial(degree=0, offset=2.0), lambda x, y: 1.0),
 }
 
@@ -326,3 +329,118 @@ def _components(k):
     for child in ("k1", "k2", "base"):
         if hasattr(k, child):
             yield from _components(getattr(k, child))
+
+
+# ---------------------------------------------------------------------- profiles f, f', f''
+#
+# The closed forms and the kernels' own AD (a custom JVP through f' and f'') both rest on each
+# profile's f' and f''. They are checked here against references that share nothing with
+# them: finite differences of f in float64, and limits at s = 0 derived by hand below.
+
+
+def _profile_cases():
+    """One table case per built-in stationary class (its first one in the table)."""
+    seen, cases = set(), []
+    for case in CASES:
+        cls = type(case.kernel)
+        if issubclass(cls, kg.AbstractStationaryKernel) and cls not in seen:
+            seen.add(cls)
+            cases.append(pytest.param(case, id=case.id))
+    return cases
+
+
+def _profile(case):
+    """(f, f', f'') of the case's class as float64 NumPy functions of s."""
+    cls = type(case.kernel)
+    params = case.kernel.profile_params(np, np.float64)
+
+    def at(fn):
+        return lambda s: np.asarray(fn(np, np.asarray(s, np.float64), params))
+
+    return at(cls.f), at(cls.df), at(cls.d2f)
+
+
+def _five_point(fn, s, h):
+    """Central five-point first derivative: error O(h^4) plus roundoff eps / h."""
+    return (fn(s - 2 * h) - 8 * fn(s - h) + 8 * fn(s + h) - fn(s + 2 * h)) / (12 * h)
+
+
+def _sample_s(case):
+    """s values across the profile's range; Periodic's on both sides of its Taylor switch
+    (x = 2 pi r / period = 0.3)."""
+    s = [2e-3, 0.02, 0.1, 0.45, 1.0, 2.7, 6.0]
+    if isinstance(case.kernel, kg.Periodic):
+        r_switch = 0.3 * float(case.kernel.period) / (2 * math.pi)
+        s += [(r_switch * 0.97) ** 2, (r_switch * 1.03) ** 2, (r_switch * 0.5) ** 2]
+    return np.array(sorted(s))
+
+
+@pytest.mark.parametrize("case", _profile_cases())
+def test_profile_derivatives_match_finite_differences_of_f(case):
+    f, df, d2f = _profile(case)
+    for s in _sample_s(case):
+        h = 1e-3 * s
+        np.testing.assert_allclose(df(s), _five_point(f, s, h), rtol=1e-8, err_msg=f"f' at {s}")
+        np.testing.assert_allclose(d2f(s), _five_point(df, s, h), rtol=1e-8, err_msg=f"f'' at {s}")
+        # And f'' straight from f (five-point second differences: error O(h^4) plus roundoff
+        # 5 eps / h^2, hence the wider step), independent of f' as well.
+        h = 1e-2 * s
+        taps = -f(s - 2 * h) + 16 * f(s - h) - 30 * f(s) + 16 * f(s + h) - f(s + 2 * h)
+        second = taps / (12 * h**2)
+        np.testing.assert_allclose(d2f(s), second, rtol=2e-5, err_msg=f"f'' from f at {s}")
+
+
+def _limits_at_zero(kernel):
+    """(f'(0), f''(0)) derived by hand from each documented profile (None: infinite).
+
+    RBF: f = exp(-s/2). Matern 3/2: f = (1 + u) e^-u with u = sqrt(3 s), so f' = -(3/2) e^-u.
+    Matern 5/2: f = (1 + u + u^2/3) e^-u with u = sqrt(5 s): f' = -(5/6)(1 + u) e^-u and
+    f'' = (25/12) e^-u. RQ: f = (1 + s/(2a))^-a: f' = -(1/2)(1 + s/(2a))^(-a-1), f'' =
+    (a+1)/(4a) (1 + s/(2a))^(-a-2). Periodic: sin^2(pi r/p) = (pi r/p)^2 - (pi r/p)^4/3 + ..,
+    so f = exp(c s + (2 pi^4 / (3 p^4 l^2)) s^2 + ..) with c = -2 pi^2 / (p^2 l^2).
+    """
+    if isinstance(kernel, kg.RBF):
+        return -0.5, 0.25
+    if isinstance(kernel, kg.Matern32):
+        return -1.5, None
+    if isinstance(kernel, kg.Matern52):
+        return -5.0 / 6.0, 25.0 / 12.0
+    if isinstance(kernel, kg.RationalQuadratic):
+        a = float(kernel.alpha)
+        return -0.5, (a + 1) / (4 * a)
+    if isinstance(kernel, kg.Periodic):
+        p, l = float(kernel.period), float(kernel.lengthscale)
+        c = -2 * math.pi**2 / (p**2 * l**2)
+        return c, c**2 + 4 * math.pi**4 / (3 * p**4 * l**2)
+    return None, None  # Matern 1/2: f' ~ -1 / (2 sqrt(s))
+
+
+@pytest.mark.parametrize("case", _profile_cases())
+def test_profile_derivatives_at_zero_are_the_limits_written_out(case):
+    _, df, d2f = _profile(case)
+    first, second = _limits_at_zero(case.kernel)
+    if first is None:
+        pytest.skip("f' is infinite at s = 0")
+    np.testing.assert_allclose(df(0.0), first, rtol=1e-14)
+    if second is not None:
+        np.testing.assert_allclose(d2f(0.0), second, rtol=1e-14)
+
+
+@pytest.mark.parametrize("case", _profile_cases())
+def test_pair_call_gradients_to_second_order_match_numerical_differences(case):
+    """jax.test_util.check_grads(order=2) on k(x, y): the custom JVP through f' and f''
+    against JAX's own finite differences, forward and reverse, in float64."""
+    rng = np.random.default_rng(3)
+    d = case.dim()
+    with jax.enable_x64(True):
+        x, y = (jnp.asarray(p) for p in rng.uniform(-1.0, 1.0, (2, d)))
+        jax.test_util.check_grads(
+            lambda x, y: case.kernel(x, y), (x, y), order=2, modes=("fwd", "rev")
+        )
+        if isinstance(case.kernel, kg.Periodic):
+            # Inside the Taylor switch too: a pair closer than r_switch / 2.
+            r = 0.3 * float(case.kernel.period) / (2 * math.pi) / 2
+            close = x + r * jnp.ones(d) / math.sqrt(d)
+            jax.test_util.check_grads(
+                lambda x, y: case.kernel(x, y), (x, close), order=2, modes=("fwd", "rev")
+            )

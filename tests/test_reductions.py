@@ -21,7 +21,7 @@ from kernel_table import BY_ID, sample_points, select
 from references import max_relative_error, pairwise_jacobian
 
 import kernelgrad as kg
-from kernelgrad import engine, reductions, sharding
+from kernelgrad import engine, ops, reductions, sharding
 
 #: n and m are not multiples of any block below, so rows and columns are both padded.
 N, M = 37, 101
@@ -35,7 +35,7 @@ def _tiled(op, method, kernel, X, Y, W, **blocks):
     """The tiled reduction in float64 (local x64 context), as NumPy."""
     with jax.enable_x64(True):
         X, Y, W = (jnp.asarray(a) for a in (X, Y, W))
-        fn = jax.jit(lambda X, Y, W: reductions.reduce(op, method, kernel, X, Y, W, **blocks))
+        fn = jax.jit(lambda X, Y, W: ops.tiled(op, method, kernel, X, Y, W, **blocks))
         return np.asarray(fn(X, Y, W))
 
 
@@ -81,12 +81,14 @@ def test_tiled_gram_matvec_matches_dense(case, p, rng):
 
 
 @pytest.mark.parametrize("same", [True, False], ids=["Y=X", "Y"])
-def test_public_calls_route_to_the_tiled_path_above_the_threshold(monkeypatch, rng, same):
+def test_public_calls_route_to_the_tiled_path_above_the_threshold(
+    monkeypatch, rng, same, policy_with
+):
     case = BY_ID["matern32_ard"]
-    X, Y, w = _problem(case, rng, n=263, m=187)  # above EAGER_MAX_PAIRS: jitted
+    X, Y, w = _problem(case, rng, n=263, m=187)  # above the eager limit: jitted
     if same:
         Y, w = X, rng.normal(size=263)
-    assert len(X) * len(Y) > engine.EAGER_MAX_PAIRS
+    assert len(X) * len(Y) > kg.policy.current().eager_max_pairs
     dense_g = kg.grad_sum(case.kernel, X, Y, w)
     dense_k = kg.gram_matvec(case.kernel, X, Y, w)
     W = np.stack([w, np.cos(w)], axis=1)  # (m, 2)
@@ -99,7 +101,7 @@ def test_public_calls_route_to_the_tiled_path_above_the_threshold(monkeypatch, r
         return original(*args, **kwargs)
 
     # Lower the threshold so that these sizes count as large; the engine reads it per call.
-    monkeypatch.setattr(reductions, "TILED_MIN_PAIRS", 1000)
+    policy_with(tiled_min_pairs=1000)
     monkeypatch.setattr(sharding, "tiled", spy)
     tiled_g = kg.grad_sum(case.kernel, X, Y, w)
     tiled_k = kg.gram_matvec(case.kernel, X, Y, w)
@@ -155,7 +157,7 @@ def test_float32_sums_over_a_million_terms_keep_1e_5(rng):
     w = rng.uniform(0.5, 1.5, m).astype(np.float32).astype(np.float64)
     expected = _rbf_grad_sum_f64(X, Y, w, ls)
     k = kg.RBF(lengthscale=ls)
-    assert n * m > reductions.TILED_MIN_PAIRS  # the public call takes the tiled path
+    assert n * m > kg.policy.current().tiled_min_pairs  # the public call takes the tiled path
     X32, Y32, w32 = (jnp.asarray(a.astype(np.float32)) for a in (X, Y, w))
     got = kg.grad_sum(k, X32, Y32, w32)
     assert got.dtype == jnp.float32

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import kernelgrad as kg
-from kernelgrad import reductions, sharding
+from kernelgrad import sharding
 
 DEVICES = 4
 
@@ -49,7 +49,7 @@ _SCRIPT = textwrap.dedent(
             ("grad_sum_forward_pair", "grad_sum", "forward", rbf_pair, w),
             ("gram_matvec_closed", "gram_matvec", "closed", kg.RBF() + kg.Linear(), W),
         ]:
-            one = reductions.compiled(kernel, X, Y, weights, op=op, method=method, **blocks)
+            one = sharding.one_device(kernel, X, Y, weights, op=op, method=method, **blocks)
             many = sharding.reduce(op, method, kernel, X, Y, weights, **blocks)
             # About 150 columns per chunk: Y and W streamed in 4 chunks, with padding.
             column_bytes = (d + np.asarray(weights[0]).size) * 8
@@ -78,16 +78,16 @@ _SCRIPT = textwrap.dedent(
             meshes.append(kwargs["mesh"].devices.size)
             return original(*args, **kwargs)
         sharding.reduce = spy
-        original_tiled_min_pairs = reductions.TILED_MIN_PAIRS
         dense = kg.grad_sum(kg.Matern32(), X, Y, w)
-        reductions.TILED_MIN_PAIRS = 1000
-        public = kg.grad_sum(kg.Matern32(), X, Y, w)
+        import dataclasses
+        lowered = dataclasses.replace(kg.policy.current(), tiled_min_pairs=1000)
+        with kg.policy.use(lowered):
+            public = kg.grad_sum(kg.Matern32(), X, Y, w)
         out["public"] = {
             "mesh_sizes": meshes,
             "type": type(public).__name__,
             "vs_dense": rel(public, dense),
         }
-        reductions.TILED_MIN_PAIRS = original_tiled_min_pairs
         sharding.reduce = original
         # X sharded by the caller: the result comes back sharded the same way over rows.
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -201,7 +201,7 @@ def test_one_device_mesh_matches_the_unsharded_program(rng):
     X, Y, w = rng.uniform(-1, 1, (45, 2)), rng.uniform(-1, 1, (77, 2)), rng.normal(size=77)
     k = kg.RationalQuadratic(alpha=0.8)
     with jax.enable_x64(True):
-        one = reductions.compiled(k, X, Y, w, op="grad_sum", method="closed", col_block=16)
+        one = sharding.one_device(k, X, Y, w, op="grad_sum", method="closed", col_block=16)
         many = sharding.reduce(
             "grad_sum", "closed", k, X, Y, w, col_block=16, max_replicated_bytes=30 * 3 * 8
         )
@@ -227,7 +227,7 @@ _MULTI_HOST_SCRIPT = textwrap.dedent(
     blocks = dict(row_block=16, col_block=64)
     with jax.enable_x64(True):
         one = np.asarray(
-            reductions.compiled(kg.RBF(), X, Y, w, op="grad_sum", method="closed", **blocks)
+            sharding.one_device(kg.RBF(), X, Y, w, op="grad_sum", method="closed", **blocks)
         )
         out = sharding.reduce("grad_sum", "closed", kg.RBF(), X, Y, w, **blocks)
         streamed = sharding.reduce(

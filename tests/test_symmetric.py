@@ -9,7 +9,7 @@ import pytest
 from kernel_table import sample_points, select
 
 import kernelgrad as kg
-from kernelgrad import rules, symmetric
+from kernelgrad import symmetric
 
 
 @pytest.mark.parametrize("case", select(lambda c: c.closed), ids=repr)
@@ -21,7 +21,7 @@ def test_blocks_match_the_dense_closed_form(case, rng):
         X = X.at[7].set(X[3])  # a duplicate pair across two blocks
         w = jnp.asarray(rng.normal(size=40))
         blocked = symmetric.grad_sum(case.kernel, X, w, block=8)
-        dense = rules.grad_sum(case.kernel, jnp, X, X, w)
+        dense = kg.grad_sum(case.kernel, X, weights=w, mode="closed")  # 40 points: unsymmetric
         assert blocked.shape == (40, d)
         np.testing.assert_allclose(blocked, dense, rtol=1e-12, atol=1e-12 * jnp.max(abs(dense)))
 
@@ -32,7 +32,7 @@ def test_blocks_match_the_dense_closed_form(case, rng):
 def test_transform_takes_the_symmetric_path_above_its_threshold(kernel, rng, monkeypatch):
     """A ragged n (not a multiple of the block) through kg.grad_sum, checked against forward
     AD and against the same points passed as a separate Y (which cannot use symmetry)."""
-    d, n = 3, symmetric.MIN_POINTS + 37
+    d, n = 3, kg.policy.current().symmetric_min_points + 37
     assert symmetric.applies(n, d)
     calls = []
     run = symmetric.run

@@ -22,8 +22,10 @@ from .transforms import grad
 from .transforms import jacobian
 from .transforms import grad_sum
 from .transforms import gram_matvec
+from .transforms import cross_hessian
 from .transforms import Plan
 from .transforms import explain
+from . import policy
 
 __version__ = "0.1.0"
 
@@ -31,7 +33,6 @@ __version__ = "0.1.0"
 from . import compile_cache as _compile_cache
 
 _compile_cache.enable_default()
-from .hessian import cross_hessian  # noqa: E402 (after the compile-cache call above)
 from .gradient_kernel import GradientGram  # noqa: E402 (after the compile-cache call above)
 from .gradient_kernel import gradient_gram  # noqa: E402 (after the compile-cache call above)
 from .hyper import hyper_grad  # noqa: E402 (after the compile-cache call above)
@@ -39,3 +40,40 @@ from .gp import GradientGP  # noqa: E402 (after the compile-cache call above)
 from .gp import Posterior  # noqa: E402 (after the compile-cache call above)
 from .gp import FitResult  # noqa: E402 (after the compile-cache call above)
 from .gp import fit  # noqa: E402 (after the compile-cache call above)
+
+__all__ = [
+    "AbstractKernel",
+    "AbstractStationaryKernel",
+    "AbstractDotProductKernel",
+    "RBF",
+    "Matern12",
+    "Matern32",
+    "Matern52",
+    "RationalQuadratic",
+    "Periodic",
+    "Linear",
+    "Polynomial",
+    "Sum",
+    "Product",
+    "Scaled",
+    "PairFunction",
+    "kernel",
+    "MODES",
+    "gram",
+    "grad",
+    "jacobian",
+    "grad_sum",
+    "gram_matvec",
+    "Plan",
+    "explain",
+    "policy",
+    "cross_hessian",
+    "GradientGram",
+    "gradient_gram",
+    "hyper_grad",
+    "GradientGP",
+    "Posterior",
+    "FitResult",
+    "fit",
+    "__version__",
+]

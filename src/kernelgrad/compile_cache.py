@@ -29,6 +29,8 @@ from pathlib import Path
 
 import jax
 
+from . import policy
+
 
 def _context_settings():
     """JAX's context-local cache settings (context managers), or None where this JAX has none.
@@ -119,17 +121,42 @@ def scope():
 
 
 def jit(fun=None, **options):
-    """``jax.jit`` whose calls compile (or load) inside :func:`scope`; a decorator."""
+    """``jax.jit`` for kernelgrad's own programs; a decorator.
+
+    Calls compile (or load) inside :func:`scope`, are traced anew under each
+    :mod:`kernelgrad.policy`, and trace with NumPy-style rank promotion allowed: the rules
+    broadcast (n, d) against (d,) on purpose, and a user's strict
+    ``jax_numpy_rank_promotion`` is about their code, not ours.
+    """
     if fun is None:
         return functools.partial(jit, **options)
-    jitted = jax.jit(fun, **options)
+    # One traced function per policy: a program traced under one policy's blocks or
+    # thresholds is never reused under another's. JAX keys its trace cache on the function
+    # object, so each policy gets a wrapper of its own. Looked up by identity, with the
+    # policy held, which costs far less than hashing it on every call.
+    per_policy: dict[int, tuple] = {}
+
+    def jitted_for(chosen):
+        hit = per_policy.get(id(chosen))
+        if hit is None or hit[0] is not chosen:
+
+            @functools.wraps(fun)
+            def under_this_policy(*args, **kwargs):
+                return fun(*args, **kwargs)
+
+            hit = per_policy[id(chosen)] = (chosen, jax.jit(under_this_policy, **options))
+        return hit[1]
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
-        with scope():
-            return jitted(*args, **kwargs)
+        with scope(), jax.numpy_rank_promotion("allow"):
+            return jitted_for(policy.current())(*args, **kwargs)
 
-    call.lower = jitted.lower
+    def lower(*args, **kwargs):
+        with jax.numpy_rank_promotion("allow"):
+            return jitted_for(policy.current()).lower(*args, **kwargs)
+
+    call.lower = lower
     return call
 
 

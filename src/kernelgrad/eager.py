@@ -21,25 +21,14 @@ general path, which also produces every error message.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 from . import kernels as K
+from . import policy
 from .inputs import all_finite
-
-#: Beyond this many points the general path's fixed cost no longer matters for ``grad``.
-GRAD_MAX_POINTS = 4096
-
-#: The eager Gram matrix and grad map run up to this many (i, j) pairs times (d + 1):
-#: beyond it one jitted XLA program (fused, on every core) is faster. Measured on 2 shared
-#: cores (RBF, float64, interleaved medians), this path against the jitted difference form:
-#: the Gram matrix 103 against 132 us at n = 300 and 300 against 275 us at n = 500 (d = 1),
-#: 107 against 109 us at n = 200 and 264 against 187 us at n = 300 (d = 3); the grad map
-#: 58 against 80 us at n = 200 and 137 against 105 us at n = 300 (d = 1), 135 against 193
-#: us at n = 200 and 316 against 286 us at n = 300 (d = 3).
-GRAM_MAX_WORK = 240_000
-GRAD_SUM_MAX_WORK = 120_000
 
 _DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -125,19 +114,15 @@ def _pairs(k, X, Y, w, max_work: int, check_finite: bool):
     ):
         return None
     c = _constants(k)
-    if c is None or (check_finite and not _finite(X, Y, w)):
+    if c is None or (check_finite and not all_finite(X, Y, w)):
         return None
     return c, X2, Y2, one_dim
-
-
-def _finite(*arrays) -> bool:
-    return all(a is None or all_finite(a) for a in arrays)
 
 
 def _one_point(k, x, Y, check_finite: bool):
     """(constants, one_dim) for an eager ``grad``, or None if it does not apply."""
     # Cheapest checks first: this function's whole budget is about a microsecond.
-    if type(Y) is not np.ndarray or not 0 < Y.shape[0] <= GRAD_MAX_POINTS:
+    if type(Y) is not np.ndarray or not 0 < Y.shape[0] <= policy.current().lean_grad_max_points:
         return None
     dtype = Y.dtype
     if not isinstance(x, np.ndarray | np.generic) or x.dtype != dtype or dtype not in _DTYPES:
@@ -147,7 +132,9 @@ def _one_point(k, x, Y, check_finite: bool):
     if x.shape != Y.shape[1:] or not (one_dim or Y.ndim == 2):
         return None
     c = _constants(k)
-    if c is None or (check_finite and not _finite(np.asarray(x), Y)):
+    # x is one point: a scalar check costs less than an array's.
+    finite_x = math.isfinite(x) if x.ndim == 0 else all_finite(x)
+    if c is None or (check_finite and not (finite_x and all_finite(Y))):
         return None
     return c, one_dim
 
@@ -156,8 +143,8 @@ def applies(op: str, k, X, Y=None, weights=None, check_finite: bool = True) -> b
     """Whether ``op`` (``"grad"``, ``"gram"`` or ``"grad_sum"``) runs on this lean path."""
     if op == "grad":
         return _one_point(k, X, Y, check_finite) is not None
-    if op in _MAX_WORK:
-        return _pairs(k, X, Y, weights, _MAX_WORK[op], check_finite) is not None
+    if op in ("gram", "grad_sum"):
+        return _pairs(k, X, Y, weights, _max_work(op), check_finite) is not None
     return False
 
 
@@ -194,7 +181,7 @@ def _profile(c: _Constants, sq, derivative: bool):
 
 def gram(k, X, Y, check_finite: bool = True):
     """K[i, j] = k(x_i, y_j) as (n, m), or None when this path does not apply."""
-    found = _pairs(k, X, Y, None, GRAM_MAX_WORK, check_finite)
+    found = _pairs(k, X, Y, None, _max_work("gram"), check_finite)
     if found is None:
         return None
     c, X2, Y2, _ = found
@@ -203,7 +190,7 @@ def gram(k, X, Y, check_finite: bool = True):
 
 def grad_sum(k, X, Y, w, check_finite: bool = True):
     """G[i] = sum_j w_j d/dx_i k(x_i, y_j) as (n, d), (n,) for 1-D points; or None."""
-    found = _pairs(k, X, Y, w, GRAD_SUM_MAX_WORK, check_finite)
+    found = _pairs(k, X, Y, w, _max_work("grad_sum"), check_finite)
     if found is None:
         return None
     c, X2, Y2, one_dim = found
@@ -249,4 +236,8 @@ def grad(k, x, Y, check_finite: bool = True):
     return slope[:, None] * diff
 
 
-_MAX_WORK = {"gram": GRAM_MAX_WORK, "grad_sum": GRAD_SUM_MAX_WORK}
+def _max_work(op: str) -> int:
+    """The most pairs times (d + 1) that ``op`` runs on this path (the policy's lean limits:
+    beyond them one jitted XLA program, fused and on every core, is faster)."""
+    chosen = policy.current()
+    return chosen.lean_gram_max_work if op == "gram" else chosen.lean_grad_sum_max_work

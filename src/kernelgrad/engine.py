@@ -2,8 +2,8 @@
 
 * **Eager NumPy** for closed-form work on small NumPy inputs. There is no trace and no compile,
   so the first call costs what every call costs. JAX's fixed cost per call (dispatch, transfer)
-  exceeds the whole computation below :data:`EAGER_MAX_PAIRS` pairs (measured by
-  ``benchmarks/crossover.py``).
+  exceeds the whole computation below the policy's ``eager_max_pairs`` pairs (measured by
+  ``benchmarks/crossover.py``; every threshold here is a field of :mod:`kernelgrad.policy`).
 * **Symmetric blocks** for a closed-form ``grad_sum`` with Y = X from
   a measured size on (:func:`symmetric.applies`): each exp serves (i, j) and (j, i).
 * **Jitted XLA** for everything else, and for anything that needs AD. Point counts are padded
@@ -12,7 +12,7 @@
   make a NaN; their outputs are sliced off. For points in host memory (NumPy, or JAX on one
   CPU) padding and slicing are NumPy views, a JAX caller's result is transferred once, and
   each program is compiled ahead of time and called directly (:func:`_executable`). A size
-  called :data:`HOT_CALLS` times with the same hyperparameters runs unpadded, in a program
+  called ``hot_calls`` times with the same hyperparameters runs unpadded, in a program
   specialised to their values (:func:`_sizes`).
 
 NumPy float64 inputs run under a *local* ``jax.enable_x64`` context: float64-accurate results
@@ -29,76 +29,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import autodiff, compile_cache, hessian, reductions, rules, sharding, symmetric
+from . import compile_cache, ops, policy, reductions, sharding, symmetric
 from .inputs import Problem, facts, local_x64
-
-#: Closed-form work on NumPy inputs with at most this many (i, j) pairs (times d for a
-#: jacobian) runs eagerly in NumPy: measured by ``benchmarks/crossover.py``.
-EAGER_MAX_PAIRS = 40_000
-
-#: Below this many points a problem is padded to MIN_BUCKET.
-MIN_BUCKET = 16
-
-#: From this many points on, padding waste costs more than compiling: buckets get finer.
-FINE_BUCKETS_FROM = 512
 
 
 def bucket(n: int) -> int:
     """The padded size for n points: few buckets for small n, fine ones for large n.
 
-    Below :data:`FINE_BUCKETS_FROM`, n rounds up to 4, 5, 6 or 7 times a power of two (at
-    least MIN_BUCKET): compiling dominates there, and a loop from n = 100 to 200 compiles 5
-    programs. From it on, a call does enough work (a quarter of a million pairs) to amortise
-    a compile, while 25% of padding would cost up to 56% more pairs: the buckets of
-    :func:`kernelgrad.reductions.bucket` (at most 1/32 of padding) apply instead.
+    Below the policy's ``fine_buckets_from``, n rounds up to 4, 5, 6 or 7 times a power of
+    two (at least ``min_bucket``): compiling dominates there, and a loop from n = 100 to 200
+    compiles 5 programs. From it on, a call does enough work (a quarter of a million pairs)
+    to amortise a compile, while 25% of padding would cost up to 56% more pairs: the buckets
+    of :func:`kernelgrad.reductions.bucket` (at most 1/32 of padding) apply instead.
     """
-    if n <= MIN_BUCKET:
-        return MIN_BUCKET
-    if n >= FINE_BUCKETS_FROM:
+    chosen = policy.current()
+    if n <= chosen.min_bucket:
+        return chosen.min_bucket
+    if n >= chosen.fine_buckets_from:
         return reductions.bucket(n)
     e = max(int(n - 1).bit_length() - 3, 0)
     step = 1 << e
     return -(-n // step) * step
 
 
-#: Ops whose result has a row per x_i and a column per y_j (cropped in both).
-_PAIRWISE = ("gram", "jacobian", "cross_hessian")
-
-
-def _eager_work(op: str, p: Problem) -> tuple[int, int]:
-    """(work, limit): the result entries an eager NumPy call would compute, and the most
-    that still runs eagerly (measured crossovers)."""
-    if op == "cross_hessian":
-        return p.n * p.m * p.d * p.d, hessian.EAGER_MAX_ENTRIES
-    # The jacobian's work (and output) grows with d: count its (i, j, a) entries.
-    return p.n * p.m * (p.d if op == "jacobian" else 1), EAGER_MAX_PAIRS
-
-
 def _namespace_call(op: str, method: str, kernel, xp, X, Y, W):
-    if op == "cross_hessian":
-        if method == "closed":
-            return hessian.closed_cross_hessian(kernel, xp, X, Y)
-        return hessian.ad_cross_hessian(kernel, X, Y, method)
-    if method == "closed":
-        if op == "gram":
-            return rules.gram(kernel, xp, X, Y)
-        if op == "jacobian":
-            return rules.jacobian(kernel, xp, X, Y)
-        if op == "grad_sum":
-            return rules.grad_sum(kernel, xp, X, Y, W)
-        if op == "gram_matvec":
-            return rules.gram_matvec(kernel, xp, X, Y, W)
-    elif op == "gram":
-        return autodiff.gram(kernel, X, Y)
-    elif op == "gram_matvec":
-        return rules.matmul(jnp, autodiff.gram(kernel, X, Y), W)
-    elif op == "jacobian":
-        fn = autodiff.jacobian_forward if method == "forward" else autodiff.jacobian_reverse
-        return fn(kernel, X, Y)
-    elif op == "grad_sum":
-        fn = autodiff.grad_sum_forward if method == "forward" else autodiff.grad_sum_reverse
-        return fn(kernel, X, Y, W)
-    raise AssertionError(f"unhandled {op}/{method}")
+    return ops.get(op).compute(method, kernel, xp, X, Y, W)
 
 
 @compile_cache.jit(static_argnames=("op", "method"))
@@ -112,6 +67,7 @@ CACHE_SIZE = 256
 
 _kernel_parts: dict[int, tuple] = {}
 _executables: dict[tuple, object] = {}
+_policies: dict[int, policy.Policy] = {}
 
 
 def _remember(cache: dict, key, value):
@@ -154,7 +110,10 @@ def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = Fal
     # Y = X is traced as one argument: XLA then shares the work on Y with the work on X.
     Y = None if Y is X else Y
     shapes = (X.shape, X.dtype, None if Y is None else Y.shape, None if W is None else W.shape)
-    key = (op, method, signature, values if specialise else None, shapes)
+    # Keyed by the policy too (held, so its id stays unique): it shapes the trace.
+    chosen = policy.current()
+    _policies.setdefault(id(chosen), chosen)
+    key = (op, method, signature, values if specialise else None, shapes, id(chosen))
     exe = _executables.get(key)
     if exe is None:
         treedef = signature[0]
@@ -249,7 +208,7 @@ def route(op: str, method: str, p: Problem) -> str:
         and not traced
     ):
         return "symmetric"
-    if op in ("grad_sum", "gram_matvec") and p.n * p.m > reductions.TILED_MIN_PAIRS:
+    if op in ("grad_sum", "gram_matvec") and p.n * p.m > policy.current().tiled_min_pairs:
         return "tiled"
     return "traced" if traced else "dense"
 
@@ -282,9 +241,6 @@ def _padded(op: str, method: str, p: Problem):
         return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method), True
 
 
-#: A host problem's exact sizes get their own program (no padding) from this many calls on.
-HOT_CALLS = 64
-
 _calls_per_size: dict[tuple, int] = {}
 
 
@@ -292,7 +248,7 @@ def _sizes(p: Problem, hot: bool) -> tuple[int, int]:
     """(N, M): the sizes a dense program runs on.
 
     A new size runs padded to its bucket, so that a growing n compiles a handful of programs.
-    A size called :data:`HOT_CALLS` times with the same kernel values (a loop at fixed n)
+    A size called the policy's ``hot_calls`` times with the same kernel values (a loop at fixed n)
     is *hot*: it gets a program of its own, specialised to those values, for one more
     compile (tens of milliseconds, so only for calls made often enough to earn it back),
     then no padded pairs and no hyperparameter arithmetic per pair on any later call. One
@@ -316,9 +272,10 @@ def _count_call(op: str, method: str, p: Problem, *, count: bool = True) -> bool
     if p.is_jax:
         return False
     key = _size_key(op, method, p)
+    hot = policy.current().hot_calls
     if not count:
-        return _calls_per_size.get(key, 0) >= HOT_CALLS
-    return _remember(_calls_per_size, key, _calls_per_size.pop(key, 0) + 1) >= HOT_CALLS
+        return _calls_per_size.get(key, 0) >= hot
+    return _remember(_calls_per_size, key, _calls_per_size.pop(key, 0) + 1) >= hot
 
 
 def _dense(op: str, method: str, p: Problem, hot: bool):
@@ -340,7 +297,7 @@ def _dense(op: str, method: str, p: Problem, hot: bool):
 
 def _crop(out, op: str, p: Problem):
     """The first n rows (and m columns for pairwise ops) of a padded host result (a view)."""
-    if op in _PAIRWISE:
+    if ops.get(op).pairwise:
         return out[: p.n, : p.m]
     return out[: p.n]
 
@@ -378,7 +335,7 @@ def run(op: str, method: str, p: Problem, finish=None):
     if not _on_host(p):
         out, cropped = _padded(op, method, p)
         if not cropped:
-            out = reductions.crop(out, p.n, p.m if op in _PAIRWISE else None)
+            out = reductions.crop(out, p.n, p.m if ops.get(op).pairwise else None)
         return out if finish is None else finish(out)
     caller_is_jax = p.is_jax
     if caller_is_jax:
@@ -397,8 +354,10 @@ def run(op: str, method: str, p: Problem, finish=None):
 
 def _runs_eagerly(op: str, method: str, p: Problem) -> bool:
     """Whether a host problem with NumPy in runs in NumPy, with no compile."""
-    work, limit = _eager_work(op, p)
-    return method == "closed" and work <= limit
+    record = ops.get(op)
+    return method == "closed" and record.eager_work(p.n, p.m, p.d) <= record.eager_limit(
+        policy.current()
+    )
 
 
 def plan(op: str, method: str, p: Problem) -> tuple[str, tuple[int, int] | None]:

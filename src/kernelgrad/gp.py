@@ -14,7 +14,7 @@ diagonal noise. Without gradients it is the Gram matrix plus ``value_noise``.
 exact Cholesky factorisation of the dense (n (d + 1))^2 matrix, O(n^3 d^3) time and
 O(n^2 d^2) memory, or by conjugate gradients on the lazy operator, O(n^2 d) time per
 iteration and O(n d) memory, preconditioned by the inverse diagonal (Jacobi). ``"auto"``
-picks Cholesky up to :data:`CHOLESKY_MAX` observations.
+picks Cholesky up to the policy's ``cholesky_max`` observations (:mod:`kernelgrad.policy`).
 
 **Hyperparameter convention.** Every hyperparameter is positive: the kernel's array leaves
 (variance, lengthscale, alpha, period, scale, offset) and both noise variances. Noise values
@@ -31,7 +31,6 @@ without touching JAX's global configuration. Results come back as NumPy arrays.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -43,14 +42,10 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
-from . import autodiff, gradient_kernel, hessian, reductions, rules
-from .inputs import local_x64, require_finite
+from . import autodiff, compile_cache, gradient_kernel, hessian, policy, reductions, rules
+from .inputs import library_numpy, local_x64, require_finite
 from .kernels import AbstractKernel
 from .kernels import kernel as as_kernel
-
-#: ``method="auto"`` factorises the dense covariance up to this many observations
-#: (n (d + 1), or n without gradients): 4000^2 float64 is 128 MB and a second of work.
-CHOLESKY_MAX = 4000
 
 #: Default cap on conjugate-gradient iterations. Jacobi-preconditioned CG on a smooth
 #: kernel's covariance converges at a rate set by its condition number, about
@@ -168,7 +163,7 @@ def _warn_unconverged(info: CGInfo, tol: float) -> None:
         )
 
 
-@functools.partial(jax.jit, static_argnames=("maxiter",))
+@compile_cache.jit(static_argnames=("maxiter",))
 def _pcg(cov: _Covariance, noise, B, tol, *, maxiter: int):
     """Solve (cov + diag(noise)) Z = B for B (N, p) by Jacobi-preconditioned CG, per column."""
     inv_diag = 1.0 / (cov.diagonal() + noise)
@@ -274,6 +269,7 @@ class GradientGP(eqx.Module):
         self.value_noise = _positive("value_noise", value_noise)
         self.gradient_noise = _positive("gradient_noise", gradient_noise)
 
+    @library_numpy
     def log_marginal_likelihood(self, X, y, G=None):
         """log p(y, G | X) under this prior, by an exact dense Cholesky factorisation.
 
@@ -291,6 +287,7 @@ class GradientGP(eqx.Module):
             lml = _log_marginal_likelihood(self, jnp.asarray(X), jnp.asarray(b), with_gradients)
             return float(lml)
 
+    @library_numpy
     def condition(
         self,
         X,
@@ -307,7 +304,7 @@ class GradientGP(eqx.Module):
             X, y, G: the observations; ``G=None`` conditions on values only.
             method: ``"cholesky"`` (dense, exact), ``"cg"`` (matrix-free preconditioned
                 conjugate gradients on the lazy operator) or ``"auto"`` (Cholesky up to
-                :data:`CHOLESKY_MAX` observations).
+                the policy's ``cholesky_max`` observations).
             tol: CG stops when every residual is below ``tol`` times its right-hand side.
             maxiter: CG iteration cap (default :data:`CG_MAXITER`). A solve that stops above
                 ``tol`` warns, naming its residual: raise the noise, which bounds the
@@ -319,7 +316,7 @@ class GradientGP(eqx.Module):
         cov_method = _method(self.kernel, with_gradients)
         size = b.shape[0]
         if method == "auto":
-            method = "cholesky" if size <= CHOLESKY_MAX else "cg"
+            method = "cholesky" if size <= policy.current().cholesky_max else "cg"
         with local_x64(dtype):
             cov = _Covariance(self.kernel, jnp.asarray(X), with_gradients, cov_method)
             noise = cov.noise(self.value_noise, self.gradient_noise)
@@ -385,10 +382,12 @@ class Posterior(eqx.Module):
             grad = reductions.grad_sum(cov.kernel, Xs_j, cov.X, self.weights, method=ad)
             return np.asarray(mean[:, 0]), np.asarray(grad)
 
+    @library_numpy
     def mean(self, Xs) -> Float[Array, " ns"]:
         """Posterior mean E[f(x*)] at test points Xs (ns, d): (ns,)."""
         return self._mean_and_gradient(Xs)[0]
 
+    @library_numpy
     def mean_gradient(self, Xs) -> Float[Array, "ns d"]:
         """Gradient of the posterior mean, d E[f(x*)] / dx*, at Xs (ns, d): (ns, d).
 
@@ -396,6 +395,7 @@ class Posterior(eqx.Module):
         """
         return self._mean_and_gradient(Xs)[1]
 
+    @library_numpy
     def variance(self, Xs) -> Float[Array, " ns"]:
         """Posterior variance Var[f(x*)] at Xs (ns, d), without observation noise: (ns,).
 
@@ -446,6 +446,7 @@ def _trainable(gp: GradientGP, fixed: Sequence[str]):
     return spec
 
 
+@library_numpy
 def fit(
     gp: GradientGP,
     X,
@@ -489,7 +490,7 @@ def fit(
             model = eqx.combine(jax.tree.map(jnp.exp, eta), static)
             return -_log_marginal_likelihood(model, X_j, b_j, with_gradients) / b_j.shape[0]
 
-        @jax.jit
+        @compile_cache.jit
         def step(eta, state):
             value, grads = jax.value_and_grad(loss)(eta)
             updates, state = optimizer.update(grads, state, eta)
@@ -504,4 +505,4 @@ def fit(
     return FitResult(eqx.combine(theta, static), np.asarray(losses))
 
 
-__all__ = ["CGInfo", "CG_MAXITER", "CHOLESKY_MAX", "FitResult", "GradientGP", "Posterior", "fit"]
+__all__ = ["CGInfo", "CG_MAXITER", "FitResult", "GradientGP", "Posterior", "fit"]

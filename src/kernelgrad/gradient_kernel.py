@@ -41,23 +41,11 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
-from . import autodiff, compile_cache, hessian, memory, reductions, rules, sharding
+from . import autodiff, compile_cache, hessian, memory, policy, reductions, rules, sharding
 from .hessian import Field
-from .inputs import local_x64, prepare
+from .inputs import local_x64, prepare, resolve_method
 from .kernels import AbstractKernel
-from .reductions import default_blocks, tiled_row_reduce
-
-#: Default (row, column) block for the AD matvec: its tape holds rows x cols x d numbers,
-#: 256 x 256 x 100 float64 = 52 MB, where the closed form's blocks hold only rows x cols.
-AD_BLOCKS = (256, 256)
-
-#: CPU block for the closed-form matvec. Its tiles are matmuls with an inner dimension of d,
-#: which want more rows than the 16-row tiles that suit grad_sum: at n = 1000, d = 100 on 2
-#: loaded cores, medians of 7 interleaved runs gave 74 ms for 16 x 65536, 61 ms for
-#: 256 x 1024, 60 ms for 512 x 2048 and 131 ms for 1024 x 1024. Other platforms use the
-#: reductions' default.
-CLOSED_CPU_BLOCKS = (256, 2048)
-
+from .reductions import tiled_row_reduce
 
 # --------------------------------------------------------------------------- tile functions
 
@@ -156,12 +144,10 @@ def ad_tile(kernel: AbstractKernel, method: str):
 
 
 def _blocks(method, row_block, col_block):
-    if method != "closed":
-        rows, cols = AD_BLOCKS
-    elif jax.default_backend() == "cpu":
-        rows, cols = CLOSED_CPU_BLOCKS
-    else:
-        rows, cols = default_blocks()
+    """The tile shape: the caller's, else the policy's for the closed form or for AD (whose
+    tape holds rows x cols x d numbers, where the closed form's blocks hold rows x cols)."""
+    chosen = policy.current()
+    rows, cols = chosen.gradient_closed_blocks if method == "closed" else chosen.gradient_ad_blocks
     return row_block or rows, col_block or cols
 
 
@@ -375,9 +361,7 @@ def gradient_gram(
         ((12, 12), (12,), (12, 12))
     """
     p = prepare(k, X, Y, check_finite=check_finite)
-    method = hessian.method_for(p, mode, "gradient_gram")
-    if method == "forward" and mode == "auto":
-        method = "reverse"
+    method = resolve_method("gradient_gram", p, mode)
     return GradientGram(p.kernel, p.X, p.Y, method, p.is_jax, row_block, col_block)
 
 

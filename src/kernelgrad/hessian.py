@@ -31,17 +31,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from jaxtyping import Array, Float
 
-from . import engine, memory, rules
 from . import kernels as K
-from .inputs import Problem, check_mode, explicit_method, prepare
-
-#: Closed-form cross-Hessians of NumPy inputs with at most this many output entries
-#: (n m d^2) run eagerly in NumPy, with no compile (cf. ``engine.EAGER_MAX_PAIRS``).
-EAGER_MAX_ENTRIES = 200_000
+from . import rules
 
 
 class Field(NamedTuple):
@@ -241,59 +233,10 @@ def ad_input_gradients(kernel, X, Y):
     return _pairwise(both, X, Y)
 
 
-# --------------------------------------------------------------------------- transform
-
-
-def method_for(p: Problem, mode: str, what: str) -> str:
-    """The method ``mode`` resolves to for a second-order quantity, or a clear error."""
-    check_mode(mode)  # a bad mode is reported before a bad kernel
-    check_twice_differentiable(p.kernel, what)
-    # Forward-over-reverse costs d passes per pair, each O(d): the cheapest AD Hessian.
-    return explicit_method(p, mode) or "forward"
-
-
-def cross_hessian(
-    k, X, Y=None, *, mode: str = "auto", check_finite: bool = True
-) -> Float[Array, "n m d d"]:
-    """Cross-Hessian H[i, j, a, b] = d^2 k(x_i, y_j) / dx_ia dy_jb, of shape (n, m, d, d).
-
-    For 1-D points, (n,) and (m,), the output is (n, m). ``Y=None`` means Y = X, still
-    differentiating the first argument in x and the second in y (so the diagonal i = j is
-    the covariance of the gradient process, not the Hessian of k(x, x)).
-
-    Methods: ``"closed"`` uses f' and f'' of a stationary kernel's profile, g' and g'' of a
-    dot-product kernel and the sum/product/scaling rules; ``"forward"`` is forward-over-reverse
-    AD per pair (``jacfwd`` of ``grad``), ``"reverse"`` reverse-over-reverse; ``"auto"`` picks
-    the closed form where it exists, else forward-over-reverse.
-
-    Results are finite and exact at r = 0 for RBF, Matern 5/2, rational quadratic, periodic
-    and their composites. Matern 1/2 and 3/2 (alone or inside a composite) raise a
-    ``ValueError`` for any inputs: they are not twice differentiable at r = 0.
-
-    Args:
-        k: a kernel, or a pair function ``fn(x, y) -> scalar``.
-        X: points, (n, d) or (n,).
-        Y: points, (m, d) or (m,); ``None`` means Y = X.
-        mode: ``"auto"``, ``"closed"``, ``"forward"`` or ``"reverse"``.
-        check_finite: refuse NaN or inf in points held in host memory (see
-            :func:`kernelgrad.gram`).
-
-    Example:
-        >>> import numpy as np, kernelgrad as kg
-        >>> H = kg.cross_hessian(kg.RBF(), np.zeros((2, 3)))
-        >>> H.shape, float(H[0, 0, 0, 0])
-        ((2, 2, 3, 3), 1.0)
-    """
-    p = prepare(k, X, Y, check_finite=check_finite)
-    method = method_for(p, mode, "cross_hessian")
-    memory.check_dense("cross_hessian", (p.n, p.m, p.d, p.d), p.dtype, p.X)
-    squeeze = (lambda out: out[..., 0, 0]) if p.squeeze else None
-    if p.n == 0 or p.m == 0:
-        out = (jnp if p.is_jax else np).zeros((p.n, p.m, p.d, p.d), p.dtype)
-        return out if squeeze is None else squeeze(out)
-    # The engine pads to size buckets, runs eagerly or compiled, and crops, as for the
-    # first-order transforms.
-    return engine.run("cross_hessian", method, p, finish=squeeze)
-
-
-__all__ = ["cross_hessian"]
+__all__ = [
+    "Tile2",
+    "ad_cross_hessian",
+    "check_twice_differentiable",
+    "closed_cross_hessian",
+    "tile2",
+]

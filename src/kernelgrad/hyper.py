@@ -18,8 +18,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from . import autodiff, gradient_kernel, hessian
-from .inputs import local_x64, prepare
+from . import autodiff, gradient_kernel
+from .inputs import local_x64, prepare, resolve_method
 
 
 def hyper_grad(k, X, Y=None, *, gradients: bool = False, check_finite: bool = True):
@@ -54,7 +54,7 @@ def hyper_grad(k, X, Y=None, *, gradients: bool = False, check_finite: bool = Tr
     """
     p = prepare(k, X, Y, check_finite=check_finite)
     if gradients:
-        method = hessian.method_for(p, "auto", "hyper_grad(gradients=True)")
+        method = resolve_method("hyper_grad(gradients=True)", p, "auto")
     params, static = eqx.partition(p.kernel, eqx.is_array)
 
     def matrix(params):

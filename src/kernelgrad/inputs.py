@@ -7,6 +7,7 @@ expected), never as a traceback from inside JAX.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import hessian, policy
 from .kernels import AbstractKernel
 from .kernels import kernel as as_kernel
 
@@ -108,6 +110,24 @@ def _trace_once(k: AbstractKernel, d: int, dtype) -> None:
             raise TypeError(str(err)) from None
 
 
+def library_numpy(method):
+    """Run ``method`` with NumPy-style rank promotion allowed, whatever the user's setting.
+
+    kernelgrad's rules broadcast (n, d) against (d,) on purpose; a user's strict
+    ``jax_numpy_rank_promotion="raise"`` is about their code, not ours. For the public
+    functions that run or trace jax.numpy outside kernelgrad's own jitted programs (the GP's
+    methods; the reductions a user may trace in their own jit); those programs get the same
+    from :func:`kernelgrad.compile_cache.jit`.
+    """
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        with jax.numpy_rank_promotion("allow"):
+            return method(*args, **kwargs)
+
+    return call
+
+
 def local_x64(dtype) -> contextlib.AbstractContextManager:
     """``jax.enable_x64`` for float64 work, scoped to the ``with`` block; nothing otherwise.
 
@@ -141,6 +161,32 @@ def explicit_method(p: Problem, mode: str) -> str | None:
     return "closed" if closed else None
 
 
+#: Ops that need second derivatives of the kernel (named as in their error messages).
+SECOND_ORDER = ("cross_hessian", "gradient_gram", "hyper_grad(gradients=True)")
+
+
+def resolve_method(op: str, p: Problem, mode: str) -> str:
+    """The method ("closed", "forward" or "reverse") that ``mode`` means for ``op`` on ``p``:
+    the one place a mode is resolved.
+
+    A bad mode is refused first, then a kernel that ``op`` cannot differentiate, then
+    ``"closed"`` for a kernel without rules (:func:`explicit_method`). ``"auto"`` without a
+    closed form takes the cheaper AD mode for the shape: one reverse pass for a weighted grad
+    map above the policy's ``forward_max_dims_for_sum`` dimensions, reverse for the gradient
+    operator's tiles, forward-over-reverse (d passes per pair, each O(d)) for a cross-Hessian,
+    and forward (one JVP per dimension, shared by all points) otherwise.
+    """
+    check_mode(mode)
+    if op in SECOND_ORDER:
+        hessian.check_twice_differentiable(p.kernel, op)
+    method = explicit_method(p, mode)
+    if method is not None:
+        return method
+    if op == "grad_sum" and p.d > policy.current().forward_max_dims_for_sum:
+        return "reverse"
+    return "reverse" if op == "gradient_gram" else "forward"
+
+
 def _as_float_array(name: str, value):
     """A real floating array (NumPy or JAX, as given); integers and bools are promoted."""
     if type(value) is np.ndarray and value.dtype.kind == "f":
@@ -165,20 +211,25 @@ def _as_float_array(name: str, value):
     return arr
 
 
-def all_finite(A) -> bool:
-    """Whether every entry of NumPy array ``A`` is finite, in one pass and no buffer.
+def all_finite(*arrays) -> bool:
+    """Whether every entry of these NumPy arrays (None skipped) is finite, in one pass each
+    and no buffer.
 
     A sum of squares (one BLAS dot) is NaN or inf whenever an entry is; when it is not finite
     only through overflow (entries beyond about 1e154 in float64), the exact check decides.
+    One ``errstate`` for all of them: entering it costs more than a small array's dot.
     """
-    if A.dtype.kind != "f" or A.size == 0:
-        return True
-    if A.flags.c_contiguous:
-        flat = A.reshape(-1)
-        with np.errstate(over="ignore"):
-            if np.isfinite(flat.dot(flat)):
-                return True
-    return bool(np.isfinite(A).all())
+    with np.errstate(over="ignore"):
+        for A in arrays:
+            if A is None or A.dtype.kind != "f" or A.size == 0:
+                continue
+            if A.flags.c_contiguous:
+                flat = A.reshape(-1)
+                if np.isfinite(flat.dot(flat)):
+                    continue
+            if not np.isfinite(A).all():
+                return False
+    return True
 
 
 def require_finite(name: str, A, *, skippable: bool = True) -> None:
@@ -283,7 +334,7 @@ def _numpy_problem(k, X, Y, W, single: bool, weight_ndim, check_finite: bool) ->
     known = facts(k)
     if known.traced or (known.ard_dims is not None and known.ard_dims != X2.shape[1]):
         return None
-    if check_finite and not (all_finite(X) and all_finite(Y2) and (W is None or all_finite(W))):
+    if check_finite and not all_finite(X, None if Y is None else Y2, W):
         return None  # the general path names what is not finite
     if not known.closed_form:
         probe_pair_functions(k, X2.shape[1], dtype)

@@ -16,19 +16,14 @@ import os
 import jax
 import numpy as np
 
+from . import ops
+
 #: Building a dense result takes about this many times its own size at the peak (the result
 #: plus one intermediate of the same size, e.g. the coefficient tensor or a padded copy).
 WORKSPACE_FACTOR = 2
 
 #: Results below this many bytes are never checked, so small calls query no device.
 ALWAYS_FITS_BYTES = 1 << 28
-
-#: What to call instead of each dense transform.
-MATRIX_FREE = {
-    "gram": "kg.gram_matvec(k, X, Y, W) for K @ W (W of shape (m,) or (m, p))",
-    "jacobian": "kg.grad_sum(k, X, Y, weights) for the weighted sum over j",
-    "cross_hessian": "a matrix-free product with the gradient kernel (no dense n x m x d x d)",
-}
 
 
 class DenseTooLargeError(MemoryError):
@@ -93,7 +88,10 @@ def check_dense(op: str, shape: tuple[int, ...], dtype, X, *, budget: int | None
             budget = host if budget is None else min(budget, host)
     if need <= budget:
         return
-    instead = MATRIX_FREE.get(op, "a matrix-free reduction (kg.grad_sum or kg.gram_matvec)")
+    record = ops.OPS.get(op)
+    instead = (record and record.matrix_free) or (
+        "a matrix-free reduction (kg.grad_sum or kg.gram_matvec)"
+    )
     raise DenseTooLargeError(
         f"kg.{op} would return a dense array of shape {tuple(shape)} ({np.dtype(dtype).name}): "
         f"{_format_bytes(size)}, about {_format_bytes(need)} while it is built, but only "

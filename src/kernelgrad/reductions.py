@@ -29,8 +29,9 @@ Everything here rests on one primitive, :func:`tiled_row_reduce`. Its contract:
 
 On top of it sit :func:`grad_sum` and :func:`gram_matvec` for every kernel and method (each
 tile is the dense path's own rule, :mod:`kernelgrad.rules` or :mod:`kernelgrad.autodiff`, on
-its block), and their jitted entry point :func:`compiled`, used by the engine above
-:data:`TILED_MIN_PAIRS`.
+its block): the ``tiled`` entries of their ops (:mod:`kernelgrad.ops`), which the engine
+runs above the policy's ``tiled_min_pairs`` (:mod:`kernelgrad.policy`) through
+:mod:`kernelgrad.sharding`.
 """
 
 from __future__ import annotations
@@ -40,48 +41,25 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import autodiff, compile_cache, rules
-
-#: grad_sum and gram_matvec switch from one dense program to the tiled one above this many
-#: (i, j) pairs. Measured by ``benchmarks/scale.py --crossover`` on 2 shared CPU cores (RBF,
-#: d = 3, interleaved medians): below n = m = 1536 the two trade places within noise; from
-#: there the tiled program is ahead in float64 (1.4-1.8x), level in float32 up to 2048 and
-#: ahead from 3072 (1.7-1.9x), as the dense program's n x m intermediates fall out of cache
-#: (its memory grows as n m). See docs/scale.md for the table.
-TILED_MIN_PAIRS = 1536 * 1536
-
-#: Default block shape (rows, columns) per platform. On the CPU (``benchmarks/scale.py
-#: --blocks``, n = 2048, m = 131072) shapes from 512 x 2048 to 8 x 131072 ran within 20% in
-#: float64, and 512 x 2048 was the fastest in both dtypes (1.9e9 pairs/s in float32); its
-#: tile is 1M pairs (8 MB of float64 coefficients), near the cache. GPUs want bigger tiles
-#: to fill the device: 1024 x 8192 is 8M pairs per step (``benchmarks/gpu_scale.py`` sweeps
-#: others; no GPU measurement yet).
-DEFAULT_BLOCKS = {"cpu": (512, 2048), "gpu": (1024, 8192)}
-
-#: Tiled programs are compiled for sizes rounded up to one of this many steps per octave
-#: (:func:`bucket`): finer than the engine's dense buckets, since at these sizes padding
-#: costs more run time than an extra compile.
-BUCKETS_PER_OCTAVE = 32
-
-#: Slices of concrete JAX results up to this size go through host memory: a copy this
-#: small costs less than compiling a slice program for every new n.
-HOST_SLICE_MAX_BYTES = 1 << 24
+from . import autodiff, policy, rules
+from .inputs import library_numpy
 
 #: Blocks are rounded to a multiple of this many rows/columns (vector-register friendly).
 _ALIGN = 8
 
 
 def default_blocks(platform: str | None = None) -> tuple[int, int]:
-    """The (row_block, col_block) used when none is given, for ``platform`` or the default."""
-    platform = platform or jax.default_backend()
-    return DEFAULT_BLOCKS.get(
-        "gpu" if platform in ("gpu", "cuda", "rocm") else platform, DEFAULT_BLOCKS["cpu"]
-    )
+    """The (row_block, col_block) used when none is given: the policy's ``tile_blocks``, for
+    ``platform``'s built-in policy when one is named."""
+    chosen = policy.current() if platform is None else policy.for_platform(platform)
+    return chosen.tile_blocks
 
 
 def bucket(n: int) -> int:
-    """n rounded up to a multiple of 2^(floor(log2 n) - 5): at most 1/32 of padding."""
-    step = 1 << max(int(n).bit_length() - BUCKETS_PER_OCTAVE.bit_length(), 0)
+    """n rounded up to a multiple of 2^(floor(log2 n) - 5) (with the policy's 32 steps per
+    octave): at most 1/32 of padding."""
+    steps = policy.current().tiled_buckets_per_octave
+    step = 1 << max(int(n).bit_length() - steps.bit_length(), 0)
     return -(-n // step) * step
 
 
@@ -111,7 +89,8 @@ def pad_rows(A, rows: int, copy_first: bool):
     if extra == 0:
         return A
     device = _single_device(A)
-    if isinstance(A, np.ndarray) or (device is not None and A.nbytes <= HOST_SLICE_MAX_BYTES):
+    small = device is not None and A.nbytes <= policy.current().host_slice_max_bytes
+    if isinstance(A, np.ndarray) or small:
         host = np.asarray(A)
         row = host[:1] if copy_first else np.zeros_like(host[:1])
         padded = np.concatenate([host, np.broadcast_to(row, (extra, *host.shape[1:]))])
@@ -129,7 +108,7 @@ def crop(A, n: int, m: int | None = None):
         return A
     index = (slice(n),) if m is None else (slice(n), slice(m))
     device = _single_device(A)
-    if device is None or A.nbytes > HOST_SLICE_MAX_BYTES:
+    if device is None or A.nbytes > policy.current().host_slice_max_bytes:
         return A[index]
     return _to_device_like(np.ascontiguousarray(np.asarray(A)[index]), A, device)
 
@@ -219,6 +198,7 @@ def tiled_row_reduce(
 # ----------------------------------------------------------------------------- tile functions
 
 
+@library_numpy
 def grad_sum(kernel, X, Y, w, *, method: str = "closed", row_block=None, col_block=None):
     """G[i, a] = sum_j w_j d k(x_i, y_j) / d x_ia, tiled: (n, d). Traceable (call under jit).
 
@@ -244,6 +224,7 @@ def grad_sum(kernel, X, Y, w, *, method: str = "closed", row_block=None, col_blo
     return tiled_row_reduce(tile_fn, X, Y, w, **blocks)
 
 
+@library_numpy
 def gram_matvec(kernel, X, Y, W, *, method: str = "closed", row_block=None, col_block=None):
     """K @ W for W of shape (m, p), tiled: (n, p). Traceable (call under jit)."""
     if method == "closed":
@@ -259,27 +240,12 @@ def gram_matvec(kernel, X, Y, W, *, method: str = "closed", row_block=None, col_
     return tiled_row_reduce(tile_fn, X, Y, W, row_block=row_block, col_block=col_block)
 
 
-def reduce(op: str, method: str, kernel, X, Y, W, *, row_block=None, col_block=None):
-    """``grad_sum`` or ``gram_matvec`` (by name ``op``), tiled. Traceable."""
-    fn = {"grad_sum": grad_sum, "gram_matvec": gram_matvec}[op]
-    return fn(kernel, X, Y, W, method=method, row_block=row_block, col_block=col_block)
-
-
-@compile_cache.jit(static_argnames=("op", "method", "row_block", "col_block"))
-def compiled(kernel, X, Y, W, *, op, method, row_block=None, col_block=None):
-    """:func:`reduce` as one jitted program (one compile per shape, like the engine's)."""
-    return reduce(op, method, kernel, X, Y, W, row_block=row_block, col_block=col_block)
-
-
 __all__ = [
-    "TILED_MIN_PAIRS",
     "bucket",
     "crop",
     "pad_rows",
-    "compiled",
     "default_blocks",
     "grad_sum",
     "gram_matvec",
-    "reduce",
     "tiled_row_reduce",
 ]

@@ -25,22 +25,18 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import kernels as K
-
-#: Up to this many dimensions the squared distance is summed from per-dimension differences
-#: (exact, and fused by XLA); above it the expansion |x|^2 + |y|^2 - 2 x.y uses one matmul.
-DIFFERENCE_FORM_MAX_DIMS = 8
-
-#: In XLA the expansion wins from this many dimensions on: XLA:CPU fuses its matrix product,
-#: the profile and the sum over j into one tiled kernel (the forum's vmap(jacfwd) gets its
-#: speed at d = 3 from the same fusion). Measured at d = 3 against the difference form.
-XLA_EXPANSION_MIN_DIMS = 2
+from . import policy
 
 
 def expands(xp, d: int) -> bool:
-    """Whether squared distances in ``d`` dimensions use the expansion in namespace ``xp``."""
+    """Whether squared distances in ``d`` dimensions use the expansion |x|^2 + |y|^2 - 2 x.y
+    (one matmul) in namespace ``xp``, rather than per-dimension differences (exact): from the
+    policy's ``xla_expansion_min_dims`` in XLA, above its ``difference_form_max_dims`` in
+    NumPy."""
+    chosen = policy.current()
     if xp is np:
-        return d > DIFFERENCE_FORM_MAX_DIMS
-    return d >= XLA_EXPANSION_MIN_DIMS
+        return d > chosen.difference_form_max_dims
+    return d >= chosen.xla_expansion_min_dims
 
 
 class Term(NamedTuple):
@@ -69,11 +65,11 @@ def squared_distance(xp, X, Y, Xc, Yc, weights, *, expand: bool | None = None):
     """s[i, j] = sum_a weights_a (x_ia - y_ja)^2, never negative.
 
     ``Xc`` and ``Yc`` are X and Y shifted by one common centre, for the expansion. ``expand``
-    defaults to "above DIFFERENCE_FORM_MAX_DIMS dimensions".
+    defaults to what :func:`expands` says for NumPy.
     """
     d = X.shape[1]
     if expand is None:
-        expand = d > DIFFERENCE_FORM_MAX_DIMS
+        expand = expands(np, d)
     root = xp.sqrt(weights)  # a scalar or (d,): either broadcasts against the points
     if not expand:
         # One 2-D expression per dimension: XLA:CPU fuses these, whereas broadcasting to an

@@ -2,12 +2,12 @@
 
 This is JAX's own distributed engine, not a scheduler of ours. A 1-D device mesh (axis
 ``"rows"``) splits the rows of X evenly; every device runs the same tiled reduction
-(:func:`kernelgrad.reductions.reduce`) on its rows against all of Y, under ``shard_map``.
+(:func:`kernelgrad.ops.tiled`) on its rows against all of Y, under ``shard_map``.
 Row i of a grad map or of K @ W depends only on x_i, so the devices never talk to each
 other: the result is just the concatenation of their rows.
 
 Y (and the weights) are replicated on every device, which costs O(m d) memory per device.
-When that exceeds :data:`REPLICATED_COLUMNS_MAX_BYTES`, Y is streamed instead: the columns
+When that exceeds the policy's ``replicated_columns_max_bytes``, Y is streamed instead: the columns
 are cut into equal chunks, each chunk is one sharded call, and the chunks' results are added
 with compensated (Kahan) summation. Both reductions are sums over columns, so this is exact.
 
@@ -29,14 +29,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import compile_cache, reductions
+from . import compile_cache, ops, policy, reductions
 
 #: Name of the mesh axis that the rows of X are split over.
 AXIS = "rows"
-
-#: Y and the weights are streamed in column chunks when replicating them on every device
-#: would take more than this many bytes per device.
-REPLICATED_COLUMNS_MAX_BYTES = 1 << 30
 
 
 def row_mesh(devices=None) -> Mesh:
@@ -46,13 +42,17 @@ def row_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices), (AXIS,))
 
 
+@compile_cache.jit(static_argnames=("op", "method", "row_block", "col_block"))
+def one_device(kernel, X, Y, W, *, op, method, row_block=None, col_block=None):
+    """Op ``op``'s tiled reduction (:func:`kernelgrad.ops.tiled`) as one jitted program."""
+    return ops.tiled(op, method, kernel, X, Y, W, row_block=row_block, col_block=col_block)
+
+
 @compile_cache.jit(static_argnames=("op", "method", "mesh", "rows", "row_block", "col_block"))
 def _sharded(kernel, X, Y, W, *, op, method, mesh, rows=AXIS, row_block=None, col_block=None):
     """The reduction with X's rows split over mesh axis (or axes) ``rows``, the rest
     replicated: every device reduces its rows against all of Y."""
-    local = functools.partial(
-        reductions.reduce, op, method, row_block=row_block, col_block=col_block
-    )
+    local = functools.partial(ops.tiled, op, method, row_block=row_block, col_block=col_block)
     fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(rows), P(), P()), out_specs=P(rows))
     return fn(kernel, X, Y, W)
 
@@ -114,7 +114,7 @@ def reduce(
     mesh: Mesh | None = None,
     row_block: int | None = None,
     col_block: int | None = None,
-    max_replicated_bytes: int = REPLICATED_COLUMNS_MAX_BYTES,
+    max_replicated_bytes: int | None = None,
 ):
     """``grad_sum`` or ``gram_matvec`` (by name ``op``) with the rows of X over a mesh.
 
@@ -127,7 +127,8 @@ def reduce(
         mesh: a 1-D mesh with axis :data:`AXIS`; default :func:`row_mesh` of all devices.
         row_block, col_block: the tile shape on each device (see
             :func:`kernelgrad.reductions.tiled_row_reduce`).
-        max_replicated_bytes: stream Y in chunks when Y and W together take more than this.
+        max_replicated_bytes: stream Y in chunks when Y and W together take more than this
+            (default: the policy's ``replicated_columns_max_bytes``).
 
     Returns:
         (n, d) for ``grad_sum``, (n, p) for ``gram_matvec``: a JAX array on the mesh, or,
@@ -145,7 +146,8 @@ def reduce(
         _sharded, op=op, method=method, mesh=mesh, row_block=row_block, col_block=col_block
     )
     column_bytes = (Y[0].size + W[0].size) * np.dtype(Y.dtype).itemsize
-    count, size = _column_chunks(m, column_bytes, max_replicated_bytes)
+    limit = max_replicated_bytes or policy.current().replicated_columns_max_bytes
+    count, size = _column_chunks(m, column_bytes, limit)
     if count == 1:
         return _first_rows(call(kernel, X, *jax.device_put((Y, W), replicated)), n)
     Y = reductions.pad_rows(Y, count * size, True)
@@ -181,14 +183,14 @@ def tiled(op: str, method: str, kernel, X, Y, W, *, pad: bool = True):
     if jax.local_device_count() > 1 and not isinstance(X, jax.core.Tracer):
         out = reduce(op, method, kernel, X, Y, W, mesh=row_mesh(jax.local_devices()))
     else:
-        out = reductions.compiled(kernel, X, Y, W, op=op, method=method)
+        out = one_device(kernel, X, Y, W, op=op, method=method)
     return out
 
 
 __all__ = [
     "AXIS",
-    "REPLICATED_COLUMNS_MAX_BYTES",
     "along_rows",
+    "one_device",
     "reduce",
     "row_mesh",
     "row_sharding",

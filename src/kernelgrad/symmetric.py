@@ -18,33 +18,29 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import compile_cache, reductions, rules
-
-#: Rows per block: a block x block float64 coefficient matrix (512 KiB) stays in L2 cache.
-BLOCK = 256
-
-#: From this many points on, in d > 1 dimensions, the halved exp work outweighs the block
-#: bookkeeping. ``benchmarks/crossover.py --sym-n 3072 4096 8192`` on 2 cores (2026-12-01):
-#: symmetric over unsymmetric 0.98, 0.93 and 0.90 in d = 3; in d = 1 1.12, 1.08 and 1.08,
-#: since the unsymmetric one-dimensional program is one fused loop that XLA:CPU runs faster
-#: than these blocks, so the engine keeps it there.
-MIN_POINTS = 4096
+from . import compile_cache, policy, reductions, rules
+from .inputs import library_numpy
 
 
 def applies(n: int, d: int) -> bool:
-    """Whether the engine should use the symmetric path for n points in d dimensions."""
-    return d > 1 and n >= MIN_POINTS
+    """Whether the engine should use the symmetric path for n points in d dimensions: from
+    the policy's ``symmetric_min_points`` in d > 1, where the halved exp work outweighs the
+    block bookkeeping (in d = 1 the unsymmetric program is one fused loop that XLA:CPU runs
+    faster than these blocks)."""
+    return d > 1 and n >= policy.current().symmetric_min_points
 
 
-def grad_sum(kernel, X, w, block: int = BLOCK):
+@library_numpy
+def grad_sum(kernel, X, w, block: int | None = None):
     """G[i] = sum_j w_j d/dx_i k(x_i, x_j) for a closed-form kernel: (n, d).
 
     Args:
         kernel: a kernel with closed-form rules.
         X: (n, d) points, with n a multiple of ``block``.
         w: (n,) weights.
-        block: rows per block.
+        block: rows per block (default: the policy's ``symmetric_block``).
     """
+    block = block or policy.current().symmetric_block
     n, d = X.shape
     count = n // block
     Xc, _ = rules.centre(jnp, X, X)
@@ -108,7 +104,8 @@ def run(kernel, X, w):
     real rows, so they never change (or NaN) the result. Their rows are left on the result
     for the caller to crop (see :mod:`kernelgrad.engine`).
     """
-    rows = -(-X.shape[0] // BLOCK) * BLOCK
+    block = policy.current().symmetric_block
+    rows = -(-X.shape[0] // block) * block
     X = reductions.pad_rows(X, rows, True)
     w = reductions.pad_rows(w, rows, False)
-    return _compiled(kernel, X, w, BLOCK)
+    return _compiled(kernel, X, w, block)

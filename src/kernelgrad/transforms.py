@@ -1,4 +1,5 @@
-"""The public derivative transforms: gram, grad, jacobian, grad_sum and gram_matvec.
+"""The public derivative transforms: gram, grad, jacobian, grad_sum, gram_matvec and
+cross_hessian.
 
 Each takes a kernel, points and a ``mode``:
 
@@ -23,19 +24,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import eager, engine, memory
-from .inputs import MODES, Problem, explicit_method, prepare
-
-#: Above this many dimensions one reverse pass beats d forward passes for a weighted sum.
-FORWARD_MAX_DIMS_FOR_SUM = 2
-
-
-def _method(op: str, p: Problem, mode: str) -> str:
-    method = explicit_method(p, mode)
-    if method is not None:
-        return method
-    if op == "grad_sum" and p.d > FORWARD_MAX_DIMS_FOR_SUM:
-        return "reverse"
-    return "forward"
+from .inputs import MODES, Problem, prepare, resolve_method
 
 
 def _empty(p: Problem, shape, *, squeeze: bool = False):
@@ -72,7 +61,7 @@ def gram(k, X, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Floa
         if fast is not None:
             return fast
     p = prepare(k, X, Y, check_finite=check_finite)
-    method = _method("gram", p, mode)
+    method = resolve_method("gram", p, mode)
     if p.n == 0 or p.m == 0:
         return _empty(p, (p.n, p.m))
     memory.check_dense("gram", (p.n, p.m), p.dtype, p.X)
@@ -92,7 +81,7 @@ def jacobian(
         (4, 5, 3)
     """
     p = prepare(k, X, Y, check_finite=check_finite)
-    method = _method("jacobian", p, mode)
+    method = resolve_method("jacobian", p, mode)
     if p.n == 0 or p.m == 0:
         return _empty(p, (p.n, p.m, p.d), squeeze=True)
     memory.check_dense("jacobian", (p.n, p.m, p.d), p.dtype, p.X)
@@ -116,7 +105,7 @@ def grad(k, x, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Floa
         if fast is not None:
             return fast
     p = prepare(k, x, Y, single=True, check_finite=check_finite)
-    method = _method("jacobian", p, mode)
+    method = resolve_method("jacobian", p, mode)
     if p.m == 0:
         return _empty(p, (p.m, p.d), squeeze=True)
     first_row = (lambda J: J[0, :, 0]) if p.squeeze else (lambda J: J[0])
@@ -152,7 +141,7 @@ def grad_sum(
         if fast is not None:
             return fast
     p = prepare(k, X, Y, weights, check_finite=check_finite)
-    method = _method("grad_sum", p, mode)
+    method = resolve_method("grad_sum", p, mode)
     if p.n == 0 or p.m == 0:  # an empty sum over j is 0
         return _empty(p, (p.n, p.d), squeeze=True)
     # weights=None stays None: unpadded programs then skip a multiply per pair, and the
@@ -168,7 +157,7 @@ def gram_matvec(
     ``W=None`` means ones (the row sums of K). Other arguments as for :func:`gram`.
     """
     p = prepare(k, X, Y, W, weight_ndim=(1, 2), check_finite=check_finite)
-    method = _method("gram_matvec", p, mode)
+    method = resolve_method("gram_matvec", p, mode)
     vector = p.W is None or p.W.ndim == 1
     if p.W is None:
         p = _with_unit_weights(p)
@@ -178,6 +167,50 @@ def gram_matvec(
         out = _empty(p, (p.n, p.W.shape[1]))
         return out[:, 0] if vector else out
     return engine.run("gram_matvec", method, p, finish=(lambda out: out[:, 0]) if vector else None)
+
+
+def cross_hessian(
+    k, X, Y=None, *, mode: str = "auto", check_finite: bool = True
+) -> Float[Array, "n m d d"]:
+    """Cross-Hessian H[i, j, a, b] = d^2 k(x_i, y_j) / dx_ia dy_jb, of shape (n, m, d, d).
+
+    For 1-D points, (n,) and (m,), the output is (n, m). ``Y=None`` means Y = X, still
+    differentiating the first argument in x and the second in y (so the diagonal i = j is
+    the covariance of the gradient process, not the Hessian of k(x, x)).
+
+    Methods: ``"closed"`` uses f' and f'' of a stationary kernel's profile, g' and g'' of a
+    dot-product kernel and the sum/product/scaling rules; ``"forward"`` is forward-over-reverse
+    AD per pair (``jacfwd`` of ``grad``), ``"reverse"`` reverse-over-reverse; ``"auto"`` picks
+    the closed form where it exists, else forward-over-reverse.
+
+    Results are finite and exact at r = 0 for RBF, Matern 5/2, rational quadratic, periodic
+    and their composites. Matern 1/2 and 3/2 (alone or inside a composite) raise a
+    ``ValueError`` for any inputs: they are not twice differentiable at r = 0.
+
+    Args:
+        k: a kernel, or a pair function ``fn(x, y) -> scalar``.
+        X: points, (n, d) or (n,).
+        Y: points, (m, d) or (m,); ``None`` means Y = X.
+        mode: ``"auto"``, ``"closed"``, ``"forward"`` or ``"reverse"``.
+        check_finite: refuse NaN or inf in points held in host memory (see
+            :func:`kernelgrad.gram`).
+
+    Example:
+        >>> import numpy as np, kernelgrad as kg
+        >>> H = kg.cross_hessian(kg.RBF(), np.zeros((2, 3)))
+        >>> H.shape, float(H[0, 0, 0, 0])
+        ((2, 2, 3, 3), 1.0)
+    """
+    p = prepare(k, X, Y, check_finite=check_finite)
+    method = resolve_method("cross_hessian", p, mode)
+    memory.check_dense("cross_hessian", (p.n, p.m, p.d, p.d), p.dtype, p.X)
+    squeeze = (lambda out: out[..., 0, 0]) if p.squeeze else None
+    if p.n == 0 or p.m == 0:
+        out = (jnp if p.is_jax else np).zeros((p.n, p.m, p.d, p.d), p.dtype)
+        return out if squeeze is None else squeeze(out)
+    # The engine pads to size buckets, runs eagerly or compiled, and crops, as for the
+    # first-order transforms.
+    return engine.run("cross_hessian", method, p, finish=squeeze)
 
 
 class Plan(NamedTuple):
@@ -235,7 +268,7 @@ def explain(
         check_finite=check_finite,
     )
     inner = _ENGINE_OP.get(op, op)
-    method = _method(inner, p, mode)
+    method = resolve_method(inner, p, mode)
     how, padded = engine.plan(inner, method, p)
     devices = 1
     if how == "tiled":
@@ -249,4 +282,14 @@ def _with_unit_weights(p: Problem) -> Problem:
     return replace(p, W=engine.unit_weights(p))
 
 
-__all__ = ["MODES", "Plan", "explain", "gram", "grad", "jacobian", "grad_sum", "gram_matvec"]
+__all__ = [
+    "MODES",
+    "Plan",
+    "cross_hessian",
+    "explain",
+    "gram",
+    "grad",
+    "grad_sum",
+    "gram_matvec",
+    "jacobian",
+]

@@ -89,7 +89,7 @@ class BenchConfig:
     target_s: float = 0.1
     #: Before the timed calls every peer makes this many untimed calls, or as many as fit
     #: in warmup_s: steady state is the state a loop at fixed n reaches. (kernelgrad runs
-    #: exact-size programs for sizes called engine.HOT_CALLS times; JAX peers reach their
+    #: exact-size programs for sizes called the policy's hot_calls times; JAX peers reach their
     #: steady state after the first call, NumPy at once.)
     warmup_calls: int = 64
     warmup_s: float = 0.25
