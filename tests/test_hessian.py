@@ -3,7 +3,7 @@
 The reference differentiates the kernel's own ``k(x, y)`` as one function of z = (x, y):
 ``jax.hessian`` gives the (2d, 2d) matrix of second derivatives, whose off-diagonal block
 ``[:d, d:]`` is d^2 k / dx dy. It shares no code with kernelgrad's closed forms
-(``hessian.tile2``) or its AD paths (``jacfwd`` of ``grad``).
+(``kernel.tile(..., order=2)``) or its AD paths (``jacfwd`` of ``grad``).
 """
 
 from __future__ import annotations

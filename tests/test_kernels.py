@@ -9,7 +9,9 @@ Each kernel is checked three ways: its own pair call ``k(x, y)``, the closed-for
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,7 @@ import jax.test_util
 import numpy as np
 import pytest
 from kernel_table import BY_ID, CASES, sample_points, select
-from references import assert_close
+from references import assert_close, brute_cross_hessian, dense_gram, pairwise_jacobian
 
 import kernelgrad as kg
 
@@ -444,3 +446,90 @@ def test_pair_call_gradients_to_second_order_match_numerical_differences(case):
             jax.test_util.check_grads(
                 lambda x, y: case.kernel(x, y), (x, close), order=2, modes=("fwd", "rev")
             )
+
+
+# --------------------------------------------------------------- the abstract/final pattern
+
+
+def _kernel_classes() -> list[type]:
+    return [
+        obj
+        for name in kg.__all__
+        if isinstance(obj := getattr(kg, name), type) and issubclass(obj, kg.AbstractKernel)
+    ]
+
+
+def test_every_kernel_class_is_abstract_or_final():
+    """Abstract classes (named Abstract...) cannot be built; no class derives from a final."""
+    classes = _kernel_classes()
+    for cls in classes:
+        assert inspect.isabstract(cls) == cls.__name__.startswith("Abstract"), cls.__name__
+        if not inspect.isabstract(cls):
+            heirs = [c.__name__ for c in classes if c is not cls and issubclass(c, cls)]
+            assert not heirs, f"{cls.__name__} is final but {heirs} derive from it"
+    with pytest.raises(TypeError):
+        kg.AbstractStationaryKernel()
+
+
+def test_no_final_kernel_overrides_a_method_its_abstract_bases_implement():
+    for cls in _kernel_classes():
+        if inspect.isabstract(cls):
+            continue
+        for base in cls.__mro__[1:]:
+            if not (isinstance(base, type) and issubclass(base, kg.AbstractKernel)):
+                continue
+            for name, attr in vars(base).items():
+                implemented = callable(attr) or isinstance(attr, property | staticmethod)
+                abstract = getattr(attr, "__isabstractmethod__", False)
+                if not implemented or abstract or (name.startswith("__") and name != "__call__"):
+                    continue
+                owners = [c.__name__ for c in cls.__mro__[: cls.__mro__.index(base)]]
+                overriding = [
+                    o for o, c in zip(owners, cls.__mro__, strict=False) if name in vars(c)
+                ]
+                assert not overriding, f"{overriding} override {base.__name__}.{name}"
+
+
+class _Cauchy(kg.AbstractStationaryKernel):
+    """A kernel family the library does not have, k = v / (1 + s), written as one class."""
+
+    variance: Any
+    lengthscale: Any
+
+    def __init__(self, variance=1.0, lengthscale=1.0):
+        self.variance = np.asarray(variance, np.float64)
+        self.lengthscale = np.asarray(lengthscale, np.float64)
+
+    def profile_params(self, xp, dtype):
+        return ()
+
+    def inverse_sq_scale(self, xp, dtype):
+        return 1.0 / xp.asarray(self.lengthscale, dtype=dtype) ** 2
+
+    @staticmethod
+    def f(xp, s, params):
+        return 1.0 / (1.0 + s)
+
+    @staticmethod
+    def df(xp, s, params):
+        return -1.0 / (1.0 + s) ** 2
+
+    @staticmethod
+    def d2f(xp, s, params):
+        return 2.0 / (1.0 + s) ** 3
+
+
+def test_a_new_kernel_family_is_one_class_and_gets_every_closed_form(rng):
+    """Closed forms, eager and compiled, to second order, against brute-force AD of its
+    pair call, and composed with a built-in."""
+    k = _Cauchy(variance=1.3, lengthscale=0.7)
+    X, Y = sample_points(rng, 9, 3), sample_points(rng, 7, 3)
+    X[2] = Y[4]  # r = 0 is among the pairs
+    w = rng.normal(size=7)
+    expected = np.einsum("ija,j->ia", pairwise_jacobian(k, X, Y), w)
+    assert_close(kg.grad_sum(k, X, Y, w, mode="closed"), expected, np.float64)  # eager
+    with kg.policy.use(dataclasses.replace(kg.policy.current(), eager_max_pairs=0)):
+        assert_close(kg.grad_sum(k, X, Y, w, mode="closed"), expected, np.float64)  # XLA
+    assert_close(kg.cross_hessian(k, X, Y, mode="closed"), brute_cross_hessian(k, X, Y))
+    both = k * BY_ID["linear"].kernel
+    assert_close(kg.gram(both, X, Y, mode="closed"), dense_gram(both, X, Y), np.float64)

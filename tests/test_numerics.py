@@ -1,4 +1,4 @@
-"""Numerical traps (DESIGN.md): r = 0, negative squared distances, float32 at realistic sizes.
+"""Numerical traps: r = 0, negative squared distances, float32 at realistic sizes.
 
 Expected values are derived in each test's docstring; references are float64 NumPy written
 out from the kernel formulas, or the kernel's own pair function under a local x64 context.
@@ -16,7 +16,7 @@ from jax.test_util import check_grads
 from kernel_table import BY_ID, select
 
 import kernelgrad as kg
-from kernelgrad import rules
+from kernelgrad import terms
 
 ALL_MODES = ("closed", "forward", "reverse", "auto")
 
@@ -145,7 +145,7 @@ def test_squared_distances_are_never_negative(xp, offset, dtype, d, rng):
     per-dimension differences. The library feeds the function centred points; here it is also
     fed the raw points at the large offset, where the expansion cancels worst.
     """
-    assert rules.expands(np, d) == (d == 20), "d = 20 must use the expansion"
+    assert terms.expands(np, d) == (d == 20), "d = 20 must use the expansion"
     X = _hard_points(d, dtype, offset, rng)
     X64 = X.astype(np.float64)
     exact = np.sum((X64[:, None, :] - X64[None, :, :]) ** 2, axis=-1)
@@ -154,10 +154,10 @@ def test_squared_distances_are_never_negative(xp, offset, dtype, d, rng):
         weights = xp.asarray(1.0 / 0.7**2, dtype)
         for label, (A, B) in {
             "raw": (X, X),
-            "centred": rules.centre(np, X, X),
+            "centred": terms.centre(np, X, X),
         }.items():
             A, B = xp.asarray(A), xp.asarray(B)
-            s = np.asarray(rules.squared_distance(xp, A, B, A, B, weights))
+            s = np.asarray(terms.squared_distance(xp, A, B, A, B, weights))
             assert s.dtype == dtype
             assert np.all(s >= 0), f"{label}: min {s.min()}"
             assert np.all(np.diag(s) == 0), f"{label}: diag {np.diag(s).max()}"

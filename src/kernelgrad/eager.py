@@ -28,7 +28,7 @@ import numpy as np
 
 from . import kernels as K
 from . import policy
-from .inputs import all_finite
+from .inputs import IdentityCache, all_finite
 
 _DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -50,34 +50,33 @@ def _per_dtype(value: float) -> dict:
 
 
 def _constants(k) -> _Constants | None:
-    """The folded constants of ``k``, memoised on the instance; None if it doesn't qualify.
+    """The folded constants of ``k``, worked out once per kernel; None if it doesn't qualify.
 
-    A kernel's hyperparameters are read-only arrays (see :func:`kernels._positive`), so the
-    memo never goes stale. It is a plain attribute outside the pytree: a kernel rebuilt by a
-    JAX transformation (with traced leaves) works it out anew.
+    Only kernels whose leaves are NumPy arrays qualify, so a kernel rebuilt by a JAX
+    transformation (with traced leaves) never does, and is not kept.
     """
-    # Equinox routes k.__dict__ through its own __getattribute__, which costs 3x more.
-    known = object.__getattribute__(k, "__dict__").get("_kernelgrad_eager", 0)
-    if known != 0:
-        return known
+    return _CONSTANTS.get(k, _fold, keep=lambda known: known is not None)
+
+
+_CONSTANTS = IdentityCache()
+
+
+def _fold(k) -> _Constants | None:
     cls = type(k)
     leaves = (k.variance, k.lengthscale) if issubclass(cls, K.AbstractStationaryKernel) else ()
     qualifies = bool(leaves) and all(type(a) is np.ndarray and a.ndim == 0 for a in leaves)
-    known = None
-    if qualifies:
-        inv_sq = float(cls.inverse_sq_scale(k, np, np.float64))
-        params = cls.profile_params(k, np, np.float64)
-        if all(type(p) is np.ndarray or isinstance(p, float) for p in params):
-            variance = float(k.variance)
-            coef = 2.0 * variance * inv_sq  # (2 v w) f'(s) (x - y)
-            rbf = issubclass(cls, K.RBF)
-            # RBF: (2 v w) f'(s) = -(v w) exp(-s / 2), w folded into exp's argument.
-            scale, factor = (-0.5 * inv_sq, -0.5 * coef) if rbf else (inv_sq, coef)
-            known = _Constants(
-                cls, params, rbf, inv_sq, variance, _per_dtype(scale), _per_dtype(factor)
-            )
-    object.__setattr__(k, "_kernelgrad_eager", known)
-    return known
+    if not qualifies:
+        return None
+    inv_sq = float(k.inverse_sq_scale(np, np.float64))
+    params = k.profile_params(np, np.float64)
+    if not all(type(p) is np.ndarray or isinstance(p, float) for p in params):
+        return None
+    variance = float(k.variance)
+    coef = 2.0 * variance * inv_sq  # (2 v w) f'(s) (x - y)
+    rbf = issubclass(cls, K.RBF)
+    # RBF: (2 v w) f'(s) = -(v w) exp(-s / 2), w folded into exp's argument.
+    scale, factor = (-0.5 * inv_sq, -0.5 * coef) if rbf else (inv_sq, coef)
+    return _Constants(cls, params, rbf, inv_sq, variance, _per_dtype(scale), _per_dtype(factor))
 
 
 def _as_2d(X, dtype):

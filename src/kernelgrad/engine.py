@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import compile_cache, ops, policy, reductions, sharding, symmetric
-from .inputs import Problem, facts, local_x64
+from .inputs import IdentityCache, Problem, facts, local_x64
 
 
 def bucket(n: int) -> int:
@@ -65,7 +65,6 @@ def _compiled(kernel, X, Y, W, *, op, method):
 #: How many kernels' flattened parts, and how many compiled programs, are kept.
 CACHE_SIZE = 256
 
-_kernel_parts: dict[int, tuple] = {}
 _executables: dict[tuple, object] = {}
 _policies: dict[int, policy.Policy] = {}
 
@@ -77,23 +76,25 @@ def _remember(cache: dict, key, value):
     return value
 
 
+def _flatten(kernel) -> tuple:
+    leaves, treedef = jax.tree.flatten(kernel)
+    signature = (treedef, tuple((np.shape(a), np.result_type(a)) for a in leaves))
+    numpy_leaves = all(type(a) is np.ndarray for a in leaves)
+    values = tuple(a.tobytes() for a in leaves) if numpy_leaves else None
+    return leaves, signature, values
+
+
+_KERNEL_PARTS = IdentityCache(CACHE_SIZE)
+
+
 def _parts(kernel) -> tuple:
-    """(leaves, signature, values) of a concrete kernel, looked up by identity.
+    """(leaves, signature, values) of a concrete kernel, worked out once per kernel.
 
     Flattening an equinox module costs a microsecond or more per call, as does letting jit
-    flatten it again. The kernel is held in the entry, so its id cannot be reused while the
-    entry lives, and its leaves are read-only arrays, so the entry never goes stale.
-    ``values`` are the leaves' bytes when all of them are NumPy arrays (else None): what a
-    program specialised to these hyperparameters is keyed on.
+    flatten it again. ``values`` are the leaves' bytes when all of them are NumPy arrays
+    (else None): what a program specialised to these hyperparameters is keyed on.
     """
-    hit = _kernel_parts.get(id(kernel))
-    if hit is None or hit[0] is not kernel:
-        leaves, treedef = jax.tree.flatten(kernel)
-        signature = (treedef, tuple((np.shape(a), np.result_type(a)) for a in leaves))
-        numpy_leaves = all(type(a) is np.ndarray for a in leaves)
-        values = tuple(a.tobytes() for a in leaves) if numpy_leaves else None
-        hit = _remember(_kernel_parts, id(kernel), (kernel, leaves, signature, values))
-    return hit[1:]
+    return _KERNEL_PARTS.get(kernel, _flatten)
 
 
 def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = False):

@@ -41,11 +41,11 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
-from . import autodiff, compile_cache, hessian, memory, policy, reductions, rules, sharding
-from .hessian import Field
+from . import autodiff, compile_cache, hessian, memory, policy, reductions, sharding, terms
 from .inputs import local_x64, prepare, resolve_method
 from .kernels import AbstractKernel
 from .reductions import tiled_row_reduce
+from .terms import Field
 
 # --------------------------------------------------------------------------- tile functions
 
@@ -56,31 +56,31 @@ def _project(f: Field, X, Y, Xc, Yc, V1):
     if f.kind == "y":
         return jnp.sum(Y * Vs, axis=1)[None, :]
     if f.kind == "x":
-        return rules.matmul(jnp, X, Vs.T)
-    return rules.matmul(jnp, Xc, Vs.T) - jnp.sum(Yc * Vs, axis=1)[None, :]
+        return terms.matmul(jnp, X, Vs.T)
+    return terms.matmul(jnp, Xc, Vs.T) - jnp.sum(Yc * Vs, axis=1)[None, :]
 
 
 def _contract(f: Field, A, X, Y, Xc, Yc):
     """R[i, a] = sum_j A_ij f_ija: (rows, d)."""
     scale = jnp.broadcast_to(f.scale, (X.shape[1],))[None, :]
     if f.kind == "y":
-        return scale * rules.matmul(jnp, A, Y)
+        return scale * terms.matmul(jnp, A, Y)
     rowsum = jnp.sum(A, axis=1)[:, None]
     if f.kind == "x":
         return scale * X * rowsum
-    return scale * (Xc * rowsum - rules.matmul(jnp, A, Yc))
+    return scale * (Xc * rowsum - terms.matmul(jnp, A, Yc))
 
 
 def closed_tile(kernel: AbstractKernel):
     """``tile_fn((X, Xc), (Y, Yc), (v0, V1)) -> (rows, 1 + d)``, the closed-form matvec.
 
     Column 0 is the value block of the product, columns 1.. the gradient block. Every term
-    is a matmul with the (rows, cols) coefficient matrices of :func:`hessian.tile2`.
+    is a matmul with the (rows, cols) coefficient matrices of ``kernel.tile(..., order=2)``.
     """
 
     def tile_fn(rows, cols, weights):
         (X, Xc), (Y, Yc), (v0, V1) = rows, cols, weights
-        t = hessian.tile2(kernel, jnp, X, Y, Xc, Yc)
+        t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
         # A field shared by several terms (a stationary kernel's x - y) is projected once and
         # its contractions are summed into one matmul: three n m d matmuls for an RBF.
         projected = {}
@@ -95,7 +95,7 @@ def closed_tile(kernel: AbstractKernel):
             prev = weight_of.get(id(f), (f, 0.0))[1]
             weight_of[id(f)] = (f, prev + A)
 
-        out0 = rules.matmul(jnp, t.value, v0[:, None])
+        out0 = terms.matmul(jnp, t.value, v0[:, None])
         for vec in t.dy:
             out0 = out0 + jnp.sum(vec.coef * project(vec.field), axis=1, keepdims=True)
         for vec in t.dx:
@@ -107,7 +107,7 @@ def closed_tile(kernel: AbstractKernel):
             out1 = out1 + _contract(f, A, X, Y, Xc, Yc)
         for g in t.diagonal:
             scale = jnp.broadcast_to(g.scale, (X.shape[1],))[None, :]
-            out1 = out1 + scale * rules.matmul(jnp, g.coef, V1)
+            out1 = out1 + scale * terms.matmul(jnp, g.coef, V1)
         return jnp.concatenate([out0, out1], axis=1)
 
     return tile_fn
@@ -122,7 +122,7 @@ def ad_tile(kernel: AbstractKernel, method: str):
         def row_values(X_):
             # (K v0)_i + sum_j grad_y k(x_i, y_j) . V1_j; row i depends on x_i only.
             K, T = jax.jvp(lambda Y_: autodiff.gram(kernel, X_, Y_), (Y,), (V1,))
-            return rules.matmul(jnp, K, v0[:, None])[:, 0] + jnp.sum(T, axis=1)
+            return terms.matmul(jnp, K, v0[:, None])[:, 0] + jnp.sum(T, axis=1)
 
         if method == "reverse":
             out0, pull = jax.vjp(row_values, X)
@@ -168,7 +168,7 @@ def _matvec(kernel, X, Y, v, *, method, row_block, col_block, mesh=None):
     n, m, d = X.shape[0], Y.shape[0], X.shape[1]
     # One centre (the mean of Y) for every tile and every device: the projections of
     # :func:`_project` are then consistent across column blocks.
-    Xc, Yc = rules.centre(jnp, X, Y)
+    Xc, Yc = terms.centre(jnp, X, Y)
     rows = functools.partial(_rows, kernel, method=method, row_block=row_block, col_block=col_block)
     if mesh is not None:
         devices = mesh.devices.size
@@ -206,8 +206,8 @@ def assemble(value, dx, dy, H):
 @compile_cache.jit(static_argnames=("method",))
 def _dense(kernel, X, Y, *, method):
     if method == "closed":
-        Xc, Yc = rules.centre(jnp, X, Y)
-        t = hessian.tile2(kernel, jnp, X, Y, Xc, Yc)
+        Xc, Yc = terms.centre(jnp, X, Y)
+        t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
         dx = hessian.dense_vectors(jnp, t.dx, X, Y, Xc, Yc)
         dy = hessian.dense_vectors(jnp, t.dy, X, Y, Xc, Yc)
         return assemble(t.value, dx, dy, hessian.dense_hessian(jnp, t, X, Y, Xc, Yc))
@@ -223,7 +223,7 @@ def _diagonal(kernel, X, Y, *, method):
     def one(x, y):
         x, y = x[None, :], y[None, :]
         if method == "closed":
-            t = hessian.tile2(kernel, jnp, x, y, x, y)
+            t = kernel.tile(jnp, x, y, x, y, order=2)
             h = jnp.zeros(x.shape[1], x.dtype)
             for o in t.outer:
                 u = hessian.dense_field(jnp, o.u, x, y, x, y)[0, 0]

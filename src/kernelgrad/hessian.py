@@ -1,23 +1,9 @@
 """Second derivatives of kernels: the cross-Hessian d^2 k(x, y) / dx dy.
 
-Every closed-form kernel reduces, on a block of points X (n, d) against Y (m, d), to a
-:class:`Tile2`: its values, both first derivatives and its cross-Hessian as short lists of
-structured terms, never an (n, m, d, d) array:
-
-* a *vector* term ``coef[i, j] * scale_a * u_ija``, with ``u`` one of the fields
-  ``x_i - y_j`` ("diff"), ``x_i`` ("x") or ``y_j`` ("y");
-* an *outer* term ``coef[i, j] * (su * u_ij)_a * (sv * v_ij)_b``, rank one in (a, b);
-* a *diagonal* term ``coef[i, j] * scale_a * delta_ab``.
-
-A stationary kernel ``v f(s)``, ``s = sum_a w_a (x_a - y_a)^2`` with ``w = 1 / l^2``, gives
-DESIGN.md's rule as one outer and one diagonal term::
-
-    d2k / dx_a dy_b = -v [4 f''(s) w_a (x_a - y_a) w_b (x_b - y_b) + 2 f'(s) w_a delta_ab]
-
-A dot-product kernel ``g(x . y)`` gives ``g'' y_a x_b + g' delta_ab``. Sums concatenate
-terms, products follow the product rule (which adds outer products of the first
-derivatives) and scaling multiplies every coefficient. :mod:`kernelgrad.gradient_kernel`
-multiplies by the same terms in O(n m d) without expanding them.
+In closed form, from the second-order terms of a kernel's tile (``kernel.tile(..., order=2)``,
+the vocabulary of :mod:`kernelgrad.terms`): an (n, m, d, d) array only where the caller asks
+for the dense cross-Hessian; :mod:`kernelgrad.gradient_kernel` multiplies by the same terms in
+O(n m d) without expanding them. By AD: forward-over-reverse or reverse-over-reverse per pair.
 
 Matern 1/2 and 3/2 are refused in every mode. Their profiles are not twice differentiable at
 r = 0 (Matern 1/2 is not even once differentiable there, and Matern 3/2's ``f''(s)`` grows
@@ -28,70 +14,17 @@ training set happens to contain a repeated point.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import jax
 
 from . import kernels as K
-from . import rules
-
-
-class Field(NamedTuple):
-    """The vector field ``scale_a * u_ija``, u being "diff" (x_i - y_j), "x" or "y"."""
-
-    kind: str
-    scale: Any  # (d,) or scalar
-
-
-class Vec(NamedTuple):
-    """``coef[i, j] * field_ija``; see the module docstring."""
-
-    coef: Any  # (n, m)
-    field: Field
-
-
-class Outer(NamedTuple):
-    """``coef[i, j] * u_ija * v_ijb``, rank one in (a, b)."""
-
-    coef: Any  # (n, m)
-    u: Field
-    v: Field
-
-
-class Diagonal(NamedTuple):
-    """``coef[i, j] * scale_a * delta_ab``."""
-
-    coef: Any  # (n, m)
-    scale: Any  # (d,) or scalar
-
-
-class Tile2(NamedTuple):
-    """Values, first derivatives and cross-Hessian of a kernel on a block of pairs."""
-
-    value: Any  # (n, m)
-    dx: tuple[Vec, ...]  # d k / dx_a
-    dy: tuple[Vec, ...]  # d k / dy_b
-    outer: tuple[Outer, ...]  # d2 k / dx_a dy_b, rank-one part
-    diagonal: tuple[Diagonal, ...]  # d2 k / dx_a dy_b, diagonal part
-
+from . import terms
 
 # --------------------------------------------------------------------------- refusal
 
 
-def not_twice_differentiable(kernel: K.AbstractKernel) -> list[str]:
-    """Names of the parts of ``kernel`` whose second derivative does not exist at r = 0."""
-    if isinstance(kernel, K.AbstractStationaryKernel):
-        return [] if kernel.twice_differentiable_at_zero else [type(kernel).__name__]
-    if isinstance(kernel, (K.Sum, K.Product)):
-        return not_twice_differentiable(kernel.k1) + not_twice_differentiable(kernel.k2)
-    if isinstance(kernel, K.Scaled):
-        return not_twice_differentiable(kernel.base)
-    return []
-
-
 def check_twice_differentiable(kernel: K.AbstractKernel, what: str) -> None:
     """Raise a ValueError naming the parts of ``kernel`` that have no second derivative."""
-    bad = not_twice_differentiable(kernel)
+    bad = kernel.without_second_derivative()
     if bad:
         names = ", ".join(sorted(set(bad)))
         raise ValueError(
@@ -102,80 +35,10 @@ def check_twice_differentiable(kernel: K.AbstractKernel, what: str) -> None:
         )
 
 
-# --------------------------------------------------------------------------- closed-form rules
+# --------------------------------------------------------------------------- closed form
 
 
-def _scale_vec(c, t: Vec) -> Vec:
-    return t._replace(coef=c * t.coef)
-
-
-def _scale_all(c, t: Tile2) -> Tile2:
-    """Every term of ``t`` multiplied elementwise by ``c`` (a scalar or an (n, m) array)."""
-    return Tile2(
-        c * t.value,
-        tuple(_scale_vec(c, v) for v in t.dx),
-        tuple(_scale_vec(c, v) for v in t.dy),
-        tuple(o._replace(coef=c * o.coef) for o in t.outer),
-        tuple(g._replace(coef=c * g.coef) for g in t.diagonal),
-    )
-
-
-def _outer_products(dx: tuple[Vec, ...], dy: tuple[Vec, ...]) -> tuple[Outer, ...]:
-    """The rank-one terms of (sum of dx terms)_a (sum of dy terms)_b."""
-    return tuple(Outer(a.coef * b.coef, a.field, b.field) for a in dx for b in dy)
-
-
-def tile2(kernel: K.AbstractKernel, xp, X, Y, Xc, Yc) -> Tile2:
-    """Closed-form :class:`Tile2` of ``kernel`` on X (n, d) against Y (m, d).
-
-    ``Xc`` and ``Yc`` are X and Y shifted by one common centre, as in :func:`rules.tile`.
-    """
-    dtype = X.dtype
-    if isinstance(kernel, K.AbstractStationaryKernel):
-        w = kernel.inverse_sq_scale(xp, dtype)
-        params = kernel.profile_params(xp, dtype)
-        s = rules.squared_distance(xp, X, Y, Xc, Yc, w)
-        v = xp.asarray(kernel.variance, dtype=dtype)
-        d1 = v * kernel.df(xp, s, params)
-        diff = Field("diff", w)
-        return Tile2(
-            v * kernel.f(xp, s, params),
-            (Vec(2.0 * d1, diff),),
-            (Vec(-2.0 * d1, diff),),
-            (Outer(-4.0 * v * kernel.d2f(xp, s, params), diff, diff),),
-            (Diagonal(-2.0 * d1, w),),
-        )
-    if isinstance(kernel, K.AbstractDotProductKernel):
-        t = rules.matmul(xp, X, Y.T)
-        g1 = kernel.dg(xp, t, dtype)
-        one = xp.asarray(1.0, dtype=dtype)
-        return Tile2(
-            kernel.g(xp, t, dtype),
-            (Vec(g1, Field("y", one)),),
-            (Vec(g1, Field("x", one)),),
-            (Outer(kernel.d2g(xp, t, dtype), Field("y", one), Field("x", one)),),
-            (Diagonal(g1, one),),
-        )
-    if isinstance(kernel, K.Sum):
-        a, b = tile2(kernel.k1, xp, X, Y, Xc, Yc), tile2(kernel.k2, xp, X, Y, Xc, Yc)
-        return Tile2(*(pa + pb for pa, pb in zip(a, b, strict=True)))
-    if isinstance(kernel, K.Product):
-        a, b = tile2(kernel.k1, xp, X, Y, Xc, Yc), tile2(kernel.k2, xp, X, Y, Xc, Yc)
-        ab, ba = _scale_all(b.value, a), _scale_all(a.value, b)
-        return Tile2(
-            a.value * b.value,
-            ab.dx + ba.dx,
-            ab.dy + ba.dy,
-            ab.outer + ba.outer + _outer_products(a.dx, b.dy) + _outer_products(b.dx, a.dy),
-            ab.diagonal + ba.diagonal,
-        )
-    if isinstance(kernel, K.Scaled):
-        base = tile2(kernel.base, xp, X, Y, Xc, Yc)
-        return _scale_all(xp.asarray(kernel.scale, dtype=dtype), base)
-    raise TypeError(f"{type(kernel).__name__} has no closed-form rules.")
-
-
-def dense_field(xp, f: Field, X, Y, Xc, Yc):
+def dense_field(xp, f: terms.Field, X, Y, Xc, Yc):
     """``scale_a * u_ija`` broadcastable to (n, m, d): (n, m, d), (n, 1, d) or (1, m, d)."""
     scale = xp.broadcast_to(f.scale, (X.shape[1],))[None, None, :]
     if f.kind == "diff":
@@ -193,7 +56,7 @@ def dense_vectors(xp, terms, X, Y, Xc, Yc):
     return out
 
 
-def dense_hessian(xp, t: Tile2, X, Y, Xc, Yc):
+def dense_hessian(xp, t: terms.Tile, X, Y, Xc, Yc):
     """The (n, m, d, d) cross-Hessian of a tile."""
     n, m, d = X.shape[0], Y.shape[0], X.shape[1]
     out = xp.zeros((n, m, d, d), X.dtype)
@@ -209,8 +72,8 @@ def dense_hessian(xp, t: Tile2, X, Y, Xc, Yc):
 
 def closed_cross_hessian(kernel, xp, X, Y):
     """H[i, j, a, b] = d2 k(x_i, y_j) / dx_ia dy_jb in closed form: (n, m, d, d)."""
-    Xc, Yc = rules.centre(xp, X, Y)
-    return dense_hessian(xp, tile2(kernel, xp, X, Y, Xc, Yc), X, Y, Xc, Yc)
+    Xc, Yc = terms.centre(xp, X, Y)
+    return dense_hessian(xp, kernel.tile(xp, X, Y, Xc, Yc, order=2), X, Y, Xc, Yc)
 
 
 # --------------------------------------------------------------------------- AD
@@ -234,9 +97,11 @@ def ad_input_gradients(kernel, X, Y):
 
 
 __all__ = [
-    "Tile2",
     "ad_cross_hessian",
+    "ad_input_gradients",
     "check_twice_differentiable",
     "closed_cross_hessian",
-    "tile2",
+    "dense_field",
+    "dense_hessian",
+    "dense_vectors",
 ]

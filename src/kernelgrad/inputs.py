@@ -59,20 +59,48 @@ class KernelFacts(NamedTuple):
     traced: bool  # some hyperparameter is a JAX tracer (inside jax.grad over the kernel)
 
 
-def facts(k: AbstractKernel) -> KernelFacts:
-    """The kernel's :class:`KernelFacts`, memoised on the instance.
+class IdentityCache:
+    """Values worked out from immutable objects (kernels), looked up by identity.
 
-    Kernels are immutable, so the answers never change. The memo is a plain attribute, not a
-    dataclass field: it is not part of the pytree, and a kernel rebuilt by a JAX
-    transformation simply works them out again. Asking afresh would cost more than the whole
-    of a small eager computation.
+    Each entry holds its object, so the object's id cannot be reused while the entry lives;
+    a kernel's leaves are read-only arrays (see ``kernels._positive``), so an entry never goes
+    stale. Nothing is stored on the (frozen) object itself. Bounded: the oldest entry goes
+    first.
     """
-    known = k.__dict__.get("_kernelgrad_facts")
-    if known is None:
-        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(k))
-        known = KernelFacts(k.has_closed_form, k.ard_dims, traced)
-        object.__setattr__(k, "_kernelgrad_facts", known)
-    return known
+
+    def __init__(self, size: int = 256):
+        self._entries: dict[int, tuple] = {}
+        self._size = size
+
+    def get(self, obj, compute, *, keep=lambda value: True):
+        """``compute(obj)``, worked out once per object; not kept where ``keep`` says no."""
+        hit = self._entries.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        value = compute(obj)
+        if keep(value):
+            if len(self._entries) >= self._size:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[id(obj)] = (obj, value)
+        return value
+
+
+def _work_out_facts(k: AbstractKernel) -> KernelFacts:
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(k))
+    return KernelFacts(k.has_closed_form, k.ard_dims, traced)
+
+
+_FACTS = IdentityCache()
+
+
+def facts(k: AbstractKernel) -> KernelFacts:
+    """The kernel's :class:`KernelFacts`, worked out once per kernel.
+
+    Asking afresh would cost more than the whole of a small eager computation. A kernel with
+    traced leaves (inside ``jax.grad`` over it) is not kept: it lives for one trace, and the
+    cache must not hold its tracers.
+    """
+    return _FACTS.get(k, _work_out_facts, keep=lambda known: not known.traced)
 
 
 #: Kernels with pair functions already traced once at a (d, dtype): keyed by structure

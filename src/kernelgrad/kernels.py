@@ -5,22 +5,33 @@ shape ``(d,)``. Hyperparameters are array leaves, so ``jax.grad`` of a loss over
 works. They are stored as NumPy arrays so that building a kernel never starts JAX's runtime:
 small problems then run eagerly in NumPy with no compile at all.
 
-Stationary kernels also know their *profile* ``f`` on the scaled squared distance
-``s = sum_a (x_a - y_a)^2 / l_a^2`` and its derivatives ``f'`` and ``f''``; every derivative
-rule in :mod:`kernelgrad.rules` follows from those. Dot-product kernels know ``g(x . y)`` and
-``g'``. Pair functions have no rules and are differentiated by AD.
+Each kernel family also states its closed form, once, in the one vocabulary of
+:mod:`kernelgrad.terms`: :meth:`AbstractKernel.tile` gives its values and derivative terms on
+a block of points. Stationary kernels derive theirs from a *profile* ``f`` on the scaled
+squared distance ``s = sum_a (x_a - y_a)^2 / l_a^2`` and its derivatives ``f'`` and ``f''``;
+dot-product kernels from ``g(x . y)``, ``g'`` and ``g''``; sums, products and scaling from
+their parts (:func:`kernelgrad.terms.add`, ``multiply``, ``scale``). Pair functions have no
+rules and are differentiated by AD. A new family is one class here.
+
+The classes follow equinox's abstract/final pattern: a class is either abstract (its name
+starts with ``Abstract``; it declares abstract methods and may implement methods that no
+subclass overrides) or final (it owns its fields and ``__init__`` and implements what is
+left abstract).
 """
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from . import terms
 
 __all__ = [
     "AbstractKernel",
@@ -34,6 +45,7 @@ __all__ = [
     "Periodic",
     "Linear",
     "Polynomial",
+    "AbstractCombination",
     "Sum",
     "Product",
     "Scaled",
@@ -85,19 +97,33 @@ def _check_pair(kernel, x, y) -> None:
 class AbstractKernel(eqx.Module):
     """A covariance function k(x, y) on points of shape (d,)."""
 
+    @abc.abstractmethod
     def __call__(self, x, y):
         """Value on one pair of points ``x`` and ``y``, each of shape ``(d,)``: a scalar."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def tile(self, xp, X, Y, Xc, Yc, *, order: int = 1, need_value: bool = True) -> terms.Tile:
+        """Values and derivative terms on X (n, d) against Y (m, d), to ``order`` (0, 1, 2).
+
+        ``Xc`` and ``Yc`` are X and Y shifted by one common centre (stationary rules compute
+        on them: differences are unchanged, and the squared-norm expansion loses far less
+        precision). ``xp`` is NumPy or jax.numpy. With ``need_value=False`` an order-1 tile
+        may leave its values out. A kernel without rules raises a TypeError.
+        """
 
     @property
+    @abc.abstractmethod
     def has_closed_form(self) -> bool:
-        """Whether :mod:`kernelgrad.rules` has analytic derivatives for this kernel."""
-        return True
+        """Whether :meth:`tile` has analytic rules for this kernel."""
 
     @property
+    @abc.abstractmethod
     def ard_dims(self) -> int | None:
         """Number of dimensions fixed by a per-dimension hyperparameter, or None."""
-        return None
+
+    @abc.abstractmethod
+    def without_second_derivative(self) -> list[str]:
+        """Names of the parts of this kernel that are not twice differentiable at r = 0."""
 
     def __add__(self, other):
         if not isinstance(other, AbstractKernel):
@@ -118,50 +144,59 @@ class AbstractKernel(eqx.Module):
 
 
 class AbstractStationaryKernel(AbstractKernel):
-    """k(x, y) = variance * f(s), with s = sum_a (x_a - y_a)^2 / lengthscale_a^2.
+    """k(x, y) = variance * f(s), with s = sum_a w_a (x_a - y_a)^2 (w = 1 / lengthscale^2).
 
-    Subclasses define the profile ``f`` and its derivatives ``df`` and ``d2f`` in closed form,
-    against an array namespace ``xp`` (NumPy or jax.numpy), finite at s = 0 wherever the
-    kernel is differentiable there.
+    A final subclass owns ``variance`` and ``lengthscale`` and defines the profile ``f`` and
+    its derivatives ``df`` and ``d2f`` in closed form, against an array namespace ``xp``
+    (NumPy or jax.numpy), finite at s = 0 wherever the kernel is differentiable there; its
+    profile's own hyperparameters (:meth:`profile_params`); and the squared distance's weights
+    (:meth:`inverse_sq_scale`). Everything else, the pair call and the rules to second order,
+    follows here.
     """
 
-    variance: Any
-    lengthscale: Any
+    variance: eqx.AbstractVar[Any]
+    lengthscale: eqx.AbstractVar[Any]
 
     #: Whether the kernel is differentiable at r = 0 (Matern 1/2 has a kink there).
-    differentiable_at_zero = True
+    differentiable_at_zero: ClassVar[bool] = True
 
     #: Whether d2f is finite at s = 0, i.e. the kernel is twice differentiable at r = 0.
-    twice_differentiable_at_zero = True
+    twice_differentiable_at_zero: ClassVar[bool] = True
 
-    def __init__(self, variance=1.0, lengthscale=1.0):
-        self.variance = _positive("variance", variance)
-        self.lengthscale = _positive("lengthscale", lengthscale, vector=True)
+    @staticmethod
+    @abc.abstractmethod
+    def f(xp, s, params):
+        """The profile: k = variance * f(s)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def df(xp, s, params):
+        """f'(s)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def d2f(xp, s, params):
+        """f''(s)."""
+
+    @abc.abstractmethod
+    def profile_params(self, xp, dtype) -> tuple:
+        """Hyperparameters that enter the profile itself (RQ's alpha, ...), as ``xp`` arrays."""
+
+    @abc.abstractmethod
+    def inverse_sq_scale(self, xp, dtype):
+        """Per-dimension weights w of the squared distance (1 / lengthscale^2 for most)."""
 
     @property
     def ard_dims(self):
         shape = np.shape(self.lengthscale)
         return shape[0] if len(shape) == 1 else None
 
-    def inverse_sq_scale(self, xp, dtype):
-        """Per-dimension weights of the squared distance: 1 / lengthscale^2."""
-        return 1.0 / xp.asarray(self.lengthscale, dtype=dtype) ** 2
+    @property
+    def has_closed_form(self):
+        return True
 
-    def profile_params(self, xp, dtype) -> tuple:
-        """Hyperparameters that enter the profile itself (none by default)."""
-        return ()
-
-    @staticmethod
-    def f(xp, s, params):
-        raise NotImplementedError
-
-    @staticmethod
-    def df(xp, s, params):
-        raise NotImplementedError
-
-    @staticmethod
-    def d2f(xp, s, params):
-        raise NotImplementedError
+    def without_second_derivative(self):
+        return [] if self.twice_differentiable_at_zero else [type(self).__name__]
 
     def __call__(self, x, y):
         x, y = jnp.asarray(x), jnp.asarray(y)
@@ -171,6 +206,34 @@ class AbstractStationaryKernel(AbstractKernel):
         s = jnp.sum(diff * diff * self.inverse_sq_scale(jnp, dtype))
         profile = _differentiable_profile(type(self))
         return jnp.asarray(self.variance, dtype) * profile(s, self.profile_params(jnp, dtype))
+
+    def tile(self, xp, X, Y, Xc, Yc, *, order=1, need_value=True):
+        """``v f``; ``dk/dx = 2 v f' w (x - y)``; ``d2k/dx dy = -4 v f'' w (x - y) w (x - y)^T
+        - 2 v f' diag(w)`` (see :mod:`kernelgrad.terms`)."""
+        dtype = X.dtype
+        w = self.inverse_sq_scale(xp, dtype)
+        params = self.profile_params(xp, dtype)
+        # A kernel with a kink at r = 0 (Matern 1/2) must tell near-duplicates from
+        # duplicates at any d: the expansion's noise floor would blur them. Second-order
+        # terms take the difference form up to NumPy's limit in every namespace.
+        expand = self.differentiable_at_zero and terms.expands(np if order == 2 else xp, X.shape[1])
+        s = terms.squared_distance(xp, X, Y, Xc, Yc, w, expand=expand)
+        v = xp.asarray(self.variance, dtype=dtype)
+        value = v * self.f(xp, s, params) if need_value or order != 1 else None
+        if order == 0:
+            return terms.Tile(value)
+        slope = v * self.df(xp, s, params)
+        diff = terms.Field("diff", w)
+        dx = (terms.Vec(2.0 * slope, diff),)
+        if order == 1:
+            return terms.Tile(value, dx)
+        return terms.Tile(
+            value,
+            dx,
+            (terms.Vec(-2.0 * slope, diff),),
+            (terms.Outer(-4.0 * v * self.d2f(xp, s, params), diff, diff),),
+            (terms.Diagonal(-2.0 * slope, w),),
+        )
 
 
 def _differentiable_profile(cls) -> Callable:
@@ -217,11 +280,32 @@ def _safe_sqrt(xp, s):
     return xp.where(positive, xp.sqrt(xp.where(positive, s, 1.0)), 0.0)
 
 
+def _stationary_scales(variance, lengthscale) -> tuple[Any, Any]:
+    """A stationary kernel's (variance, lengthscale), checked (the lengthscale may be ARD)."""
+    return _positive("variance", variance), _positive("lengthscale", lengthscale, vector=True)
+
+
+def _inverse_sq(lengthscale, xp, dtype):
+    return 1.0 / xp.asarray(lengthscale, dtype=dtype) ** 2
+
+
 class RBF(AbstractStationaryKernel):
     """Squared exponential: k(x, y) = variance * exp(-r^2 / (2 lengthscale^2)).
 
     ``f(s) = exp(-s / 2)``, ``f' = -f / 2``, ``f'' = f / 4``.
     """
+
+    variance: Any
+    lengthscale: Any
+
+    def __init__(self, variance=1.0, lengthscale=1.0):
+        self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
+
+    def profile_params(self, xp, dtype):
+        return ()
+
+    def inverse_sq_scale(self, xp, dtype):
+        return _inverse_sq(self.lengthscale, xp, dtype)
 
     @staticmethod
     def f(xp, s, params):
@@ -244,8 +328,20 @@ class Matern12(AbstractStationaryKernel):
     are refused.
     """
 
-    differentiable_at_zero = False
-    twice_differentiable_at_zero = False
+    differentiable_at_zero: ClassVar[bool] = False
+    twice_differentiable_at_zero: ClassVar[bool] = False
+
+    variance: Any
+    lengthscale: Any
+
+    def __init__(self, variance=1.0, lengthscale=1.0):
+        self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
+
+    def profile_params(self, xp, dtype):
+        return ()
+
+    def inverse_sq_scale(self, xp, dtype):
+        return _inverse_sq(self.lengthscale, xp, dtype)
 
     @staticmethod
     def f(xp, s, params):
@@ -271,7 +367,19 @@ class Matern32(AbstractStationaryKernel):
     everywhere; ``f''`` is not, so second derivatives at r = 0 are refused.
     """
 
-    twice_differentiable_at_zero = False
+    twice_differentiable_at_zero: ClassVar[bool] = False
+
+    variance: Any
+    lengthscale: Any
+
+    def __init__(self, variance=1.0, lengthscale=1.0):
+        self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
+
+    def profile_params(self, xp, dtype):
+        return ()
+
+    def inverse_sq_scale(self, xp, dtype):
+        return _inverse_sq(self.lengthscale, xp, dtype)
 
     @staticmethod
     def f(xp, s, params):
@@ -294,6 +402,18 @@ class Matern52(AbstractStationaryKernel):
     ``f'(s) = -(5/6)(1 + sqrt(5 s)) exp(-sqrt(5 s))`` and ``f''(s) = (25/12) exp(-sqrt(5 s))``.
     """
 
+    variance: Any
+    lengthscale: Any
+
+    def __init__(self, variance=1.0, lengthscale=1.0):
+        self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
+
+    def profile_params(self, xp, dtype):
+        return ()
+
+    def inverse_sq_scale(self, xp, dtype):
+        return _inverse_sq(self.lengthscale, xp, dtype)
+
     @staticmethod
     def f(xp, s, params):
         u = _safe_sqrt(xp, 5.0 * s)
@@ -315,14 +435,19 @@ class RationalQuadratic(AbstractStationaryKernel):
     ``f(s) = (1 + s / (2 alpha))^-alpha`` as in scikit-learn and GPyTorch.
     """
 
+    variance: Any
+    lengthscale: Any
     alpha: Any
 
     def __init__(self, variance=1.0, lengthscale=1.0, alpha=1.0):
-        super().__init__(variance, lengthscale)
+        self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
         self.alpha = _positive("alpha", alpha)
 
     def profile_params(self, xp, dtype):
         return (xp.asarray(self.alpha, dtype=dtype),)
+
+    def inverse_sq_scale(self, xp, dtype):
+        return _inverse_sq(self.lengthscale, xp, dtype)
 
     @staticmethod
     def f(xp, s, params):
@@ -348,10 +473,12 @@ class Periodic(AbstractStationaryKernel):
     ``f'(s) = -(2 pi^2 / (period^2 l^2)) sinc(2 r / period) f(s)``, finite at r = 0.
     """
 
+    variance: Any
+    lengthscale: Any
     period: Any
 
     def __init__(self, variance=1.0, lengthscale=1.0, period=1.0):
-        super().__init__(variance, lengthscale)
+        self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
         if np.ndim(self.lengthscale) != 0:
             raise ValueError(
                 "Periodic takes a scalar lengthscale (it scales sin^2, not the distance); "
@@ -359,11 +486,8 @@ class Periodic(AbstractStationaryKernel):
             )
         self.period = _positive("period", period)
 
-    @property
-    def ard_dims(self):
-        return None
-
     def inverse_sq_scale(self, xp, dtype):
+        # The lengthscale scales sin^2 (see profile_params), not the distance.
         return xp.asarray(1.0, dtype=dtype)
 
     def profile_params(self, xp, dtype):
@@ -405,21 +529,55 @@ class Periodic(AbstractStationaryKernel):
 
 
 class AbstractDotProductKernel(AbstractKernel):
-    """k(x, y) = g(x . y). Subclasses define ``g``, ``dg`` and ``d2g`` against ``xp``."""
+    """k(x, y) = g(x . y). A final subclass defines ``g``, ``dg`` and ``d2g`` against ``xp``."""
 
+    @abc.abstractmethod
     def g(self, xp, t, dtype):
-        raise NotImplementedError
+        """The kernel as a function of t = x . y."""
 
+    @abc.abstractmethod
     def dg(self, xp, t, dtype):
-        raise NotImplementedError
+        """g'(t)."""
 
+    @abc.abstractmethod
     def d2g(self, xp, t, dtype):
-        raise NotImplementedError
+        """g''(t)."""
+
+    @property
+    def ard_dims(self):
+        return None
+
+    @property
+    def has_closed_form(self):
+        return True
+
+    def without_second_derivative(self):
+        return []
 
     def __call__(self, x, y):
         x, y = jnp.asarray(x), jnp.asarray(y)
         _check_pair(self, x, y)
         return self.g(jnp, jnp.dot(x, y), jnp.result_type(x, y))
+
+    def tile(self, xp, X, Y, Xc, Yc, *, order=1, need_value=True):
+        """``g``; ``dk/dx = g' y``; ``d2k/dx dy = g'' y x^T + g' I``."""
+        dtype = X.dtype
+        t = terms.matmul(xp, X, Y.T)
+        value = self.g(xp, t, dtype) if need_value or order != 1 else None
+        if order == 0:
+            return terms.Tile(value)
+        one = xp.asarray(1.0, dtype=dtype)
+        slope = self.dg(xp, t, dtype)
+        dx = (terms.Vec(slope, terms.Field("y", one)),)
+        if order == 1:
+            return terms.Tile(value, dx)
+        return terms.Tile(
+            value,
+            dx,
+            (terms.Vec(slope, terms.Field("x", one)),),
+            (terms.Outer(self.d2g(xp, t, dtype), terms.Field("y", one), terms.Field("x", one)),),
+            (terms.Diagonal(slope, one),),
+        )
 
 
 class Linear(AbstractDotProductKernel):
@@ -487,15 +645,13 @@ def _combined_ard(*kernels) -> int | None:
     return dims.pop() if dims else None
 
 
-class _Pair(AbstractKernel):
-    """Two kernels combined pointwise; closed form exactly when both parts have one."""
+class AbstractCombination(AbstractKernel):
+    """Two kernels combined pointwise: closed form, ARD dimension and smoothness come from
+    both parts. A final subclass owns ``k1`` and ``k2`` and states the combination's value
+    and rule."""
 
-    k1: AbstractKernel
-    k2: AbstractKernel
-
-    def __init__(self, k1, k2):
-        _combined_ard(k1, k2)
-        self.k1, self.k2 = k1, k2
+    k1: eqx.AbstractVar[AbstractKernel]
+    k2: eqx.AbstractVar[AbstractKernel]
 
     @property
     def has_closed_form(self):
@@ -505,19 +661,46 @@ class _Pair(AbstractKernel):
     def ard_dims(self):
         return _combined_ard(self.k1, self.k2)
 
+    def without_second_derivative(self):
+        return self.k1.without_second_derivative() + self.k2.without_second_derivative()
 
-class Sum(_Pair):
+
+class Sum(AbstractCombination):
     """k(x, y) = k1(x, y) + k2(x, y)."""
+
+    k1: AbstractKernel
+    k2: AbstractKernel
+
+    def __init__(self, k1, k2):
+        _combined_ard(k1, k2)
+        self.k1, self.k2 = k1, k2
 
     def __call__(self, x, y):
         return self.k1(x, y) + self.k2(x, y)
 
+    def tile(self, xp, X, Y, Xc, Yc, *, order=1, need_value=True):
+        flags = {"order": order, "need_value": need_value}
+        a = self.k1.tile(xp, X, Y, Xc, Yc, **flags)
+        return terms.add(a, self.k2.tile(xp, X, Y, Xc, Yc, **flags))
 
-class Product(_Pair):
+
+class Product(AbstractCombination):
     """k(x, y) = k1(x, y) * k2(x, y)."""
+
+    k1: AbstractKernel
+    k2: AbstractKernel
+
+    def __init__(self, k1, k2):
+        _combined_ard(k1, k2)
+        self.k1, self.k2 = k1, k2
 
     def __call__(self, x, y):
         return self.k1(x, y) * self.k2(x, y)
+
+    def tile(self, xp, X, Y, Xc, Yc, *, order=1, need_value=True):
+        # The product rule needs both factors' values whatever the caller asked for.
+        a = self.k1.tile(xp, X, Y, Xc, Yc, order=order)
+        return terms.multiply(a, self.k2.tile(xp, X, Y, Xc, Yc, order=order))
 
 
 class Scaled(AbstractKernel):
@@ -534,6 +717,10 @@ class Scaled(AbstractKernel):
         value = self.base(x, y)
         return jnp.asarray(self.scale, value.dtype) * value
 
+    def tile(self, xp, X, Y, Xc, Yc, *, order=1, need_value=True):
+        base = self.base.tile(xp, X, Y, Xc, Yc, order=order, need_value=need_value)
+        return terms.scale(xp.asarray(self.scale, dtype=X.dtype), base)
+
     @property
     def has_closed_form(self):
         return self.base.has_closed_form
@@ -541,6 +728,9 @@ class Scaled(AbstractKernel):
     @property
     def ard_dims(self):
         return self.base.ard_dims
+
+    def without_second_derivative(self):
+        return self.base.without_second_derivative()
 
 
 # --------------------------------------------------------------------------- pair functions
@@ -578,9 +768,21 @@ class PairFunction(AbstractKernel):
             )
         return value
 
+    def tile(self, xp, X, Y, Xc, Yc, *, order=1, need_value=True):
+        raise TypeError(
+            f"{type(self).__name__} has no closed-form rules (it is differentiated by AD)."
+        )
+
     @property
     def has_closed_form(self):
         return False
+
+    @property
+    def ard_dims(self):
+        return None
+
+    def without_second_derivative(self):
+        return []  # AD decides; a user's function is taken as smooth
 
 
 def kernel(fn: Callable) -> PairFunction:

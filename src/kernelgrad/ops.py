@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from . import autodiff, hessian, policy, reductions, rules
+from . import autodiff, hessian, policy, reductions, rules, terms
 
 
 class Op(NamedTuple):
@@ -98,7 +98,7 @@ OPS: dict[str, Op] = {
         Op(
             "gram_matvec",
             closed=rules.gram_matvec,
-            ad=lambda method, kernel, X, Y, W: rules.matmul(jnp, autodiff.gram(kernel, X, Y), W),
+            ad=lambda method, kernel, X, Y, W: terms.matmul(jnp, autodiff.gram(kernel, X, Y), W),
             pairwise=False,
             eager_work=_pair_entries,
             eager_limit=_eager_pairs,

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import autodiff, policy, rules
+from . import autodiff, policy, rules, terms
 from .inputs import library_numpy
 
 #: Blocks are rounded to a multiple of this many rows/columns (vector-register friendly).
@@ -235,7 +235,7 @@ def gram_matvec(kernel, X, Y, W, *, method: str = "closed", row_block=None, col_
     else:
 
         def tile_fn(Xb, Yb, Wb):
-            return rules.matmul(jnp, autodiff.gram(kernel, Xb, Yb), Wb)
+            return terms.matmul(jnp, autodiff.gram(kernel, Xb, Yb), Wb)
 
     return tiled_row_reduce(tile_fn, X, Y, W, row_block=row_block, col_block=col_block)
 

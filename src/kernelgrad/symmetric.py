@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import compile_cache, policy, reductions, rules
+from . import compile_cache, policy, reductions, terms
 from .inputs import library_numpy
 
 
@@ -43,7 +43,7 @@ def grad_sum(kernel, X, w, block: int | None = None):
     block = block or policy.current().symmetric_block
     n, d = X.shape
     count = n // block
-    Xc, _ = rules.centre(jnp, X, X)
+    Xc, _ = terms.centre(jnp, X, X)
     # The (I, J) block pairs with I <= J, as two static index vectors.
     rows, cols = np.triu_indices(count)
 
@@ -57,27 +57,27 @@ def grad_sum(kernel, X, w, block: int | None = None):
         wJ = lax.dynamic_slice_in_dim(w, J * block, block)
         to_I = jnp.zeros_like(XI)
         to_J = jnp.zeros_like(XJ)
-        for term in rules.tile(kernel, jnp, XI, XJ, cI, cJ, need_value=False).terms:
-            if term.kind == "diff" and d == 1:
+        for term in kernel.tile(jnp, XI, XJ, cI, cJ, need_value=False).dx:
+            if term.field.kind == "diff" and d == 1:
                 # In one dimension the products c_ij (x_i - x_j) cost one pass and, unlike
                 # the matmul form below, never cancel (Matern 1/2's c_ij ~ 1/r is huge for
                 # near-duplicate points).
-                E = term.coef * (term.scale * (XI - XJ[:, 0]))
+                E = term.coef * (term.field.scale * (XI - XJ[:, 0]))
                 to_I = to_I + (E @ wJ)[:, None]
                 to_J = to_J - (wI @ E)[:, None]  # w^T E, not E^T w: no transposed copy
                 continue
-            if term.kind == "diff":
+            if term.field.kind == "diff":
                 aI, aJ, bI, bJ = cI, cJ, cI, cJ
             else:  # "y": sum_j c_ij w_j y_j, with no x_i part
                 aI, aJ, bI, bJ = jnp.zeros_like(cI), jnp.zeros_like(cJ), -XI, -XJ
-            right = rules.matmul(
+            right = terms.matmul(
                 jnp, term.coef, jnp.concatenate([wJ[:, None], wJ[:, None] * bJ], 1)
             )
-            left = rules.matmul(
+            left = terms.matmul(
                 jnp, jnp.concatenate([wI[:, None], wI[:, None] * bI], 1).T, term.coef
             ).T
-            to_I = to_I + term.scale * (aI * right[:, :1] - right[:, 1:])
-            to_J = to_J + term.scale * (aJ * left[:, :1] - left[:, 1:])
+            to_I = to_I + term.field.scale * (aI * right[:, :1] - right[:, 1:])
+            to_J = to_J + term.field.scale * (aJ * left[:, :1] - left[:, 1:])
         # A diagonal block already holds both halves of its own pairs.
         to_J = jnp.where(I == J, 0.0, 1.0) * to_J
         G = lax.dynamic_update_slice_in_dim(
