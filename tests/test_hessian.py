@@ -133,3 +133,60 @@ def test_a_cross_hessian_that_cannot_fit_is_refused_before_allocating():
     X = np.zeros((100_000, 10))  # H would be 10^12 float64 entries: 8 TB
     with pytest.raises(MemoryError, match="cross_hessian"):
         kg.cross_hessian(kg.RBF(), X)
+
+
+# --------------------------------------------------------------------- the Laplacian sum
+
+
+def brute_laplacian_sum(kernel, X, Y, w) -> np.ndarray:
+    """sum_j w_j trace(d^2 k / dx dy), from the brute-force cross-Hessian: (n,)."""
+    H = brute_cross_hessian(kernel, X, Y)
+    return np.einsum("ijaa,j->i", H, np.asarray(w, np.float64))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "jax"])
+@pytest.mark.parametrize("case", twice)
+def test_laplacian_sum_in_every_mode_matches_the_brute_force_trace_including_r_zero(
+    case, kind, rng
+):
+    X, Y = points_with_a_duplicate(case, rng)
+    w = rng.normal(size=len(Y))
+    ref = brute_laplacian_sum(case.kernel, X, Y, w)
+    with jax.enable_x64(True) if kind == "jax" else contextlib.nullcontext():
+        convert = jnp.asarray if kind == "jax" else np.asarray
+        for mode in modes_for(case):
+            L = kg.laplacian_sum(case.kernel, convert(X), convert(Y), convert(w), mode=mode)
+            assert isinstance(L, np.ndarray if kind == "numpy" else jax.Array)
+            assert L.shape == (len(X),) and L.dtype == np.float64
+            assert_close(L, ref, np.float64, err_msg=f"mode={mode}")
+
+
+@pytest.mark.parametrize("case_id", ["rbf_ard", "product_poly_rq", "nested"])
+def test_laplacian_sum_compiled_and_tiled_match_eager(case_id, rng, policy_with):
+    """The same op through every engine: eager NumPy, one compiled program, and the tiled
+    matrix-free reduction (ragged tiles, Y = X and unit weights)."""
+    case = BY_ID[case_id]
+    X = sample_points(rng, 70, case.dim())
+    ref = brute_laplacian_sum(case.kernel, X, X, np.ones(70))
+    assert kg.explain("laplacian_sum", case.kernel, X).engine == "eager"
+    assert_close(kg.laplacian_sum(case.kernel, X), ref, np.float64, err_msg="eager")
+    policy_with(eager_max_pairs=0)
+    assert kg.explain("laplacian_sum", case.kernel, X).engine == "dense"
+    assert_close(kg.laplacian_sum(case.kernel, X), ref, np.float64, err_msg="compiled")
+    policy_with(tiled_min_pairs=100, tile_blocks=(16, 24))
+    assert kg.explain("laplacian_sum", case.kernel, X).engine == "tiled"
+    assert_close(kg.laplacian_sum(case.kernel, X), ref, np.float64, err_msg="tiled")
+    for mode in ("forward", "reverse"):
+        tiled_ad = kg.laplacian_sum(case.kernel, X, mode=mode)
+        assert_close(tiled_ad, ref, np.float64, err_msg=f"tiled {mode}")
+
+
+def test_laplacian_sum_refuses_what_is_not_twice_differentiable_and_takes_1d_points():
+    with pytest.raises(ValueError, match="laplacian_sum needs second derivatives"):
+        kg.laplacian_sum(BY_ID["matern32"].kernel, np.zeros((3, 2)))
+    X = np.linspace(-1.0, 1.0, 5)
+    L = kg.laplacian_sum(BY_ID["rbf_unit"].kernel, X)
+    assert L.shape == (5,)
+    assert_close(
+        L, brute_laplacian_sum(BY_ID["rbf_unit"].kernel, X[:, None], X[:, None], np.ones(5))
+    )

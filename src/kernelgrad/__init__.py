@@ -23,6 +23,7 @@ from .transforms import jacobian
 from .transforms import grad_sum
 from .transforms import gram_matvec
 from .transforms import cross_hessian
+from .transforms import laplacian_sum
 from .transforms import Plan
 from .transforms import explain
 from . import policy
@@ -68,6 +69,7 @@ __all__ = [
     "explain",
     "policy",
     "cross_hessian",
+    "laplacian_sum",
     "GradientGram",
     "gradient_gram",
     "hyper_grad",

@@ -198,7 +198,8 @@ def route(op: str, method: str, p: Problem) -> str:
     size bucket).
     """
     traced = any(isinstance(a, jax.core.Tracer) for a in (p.X, p.Y, p.W))
-    if op in ("grad_sum", "gram_matvec") and sharding.row_sharding(p.X) is not None:
+    reduction = ops.get(op).tiled is not None  # a sum over j, with a matrix-free form
+    if reduction and sharding.row_sharding(p.X) is not None:
         return "sharded"
     if (
         op == "grad_sum"
@@ -209,7 +210,7 @@ def route(op: str, method: str, p: Problem) -> str:
         and not traced
     ):
         return "symmetric"
-    if op in ("grad_sum", "gram_matvec") and p.n * p.m > policy.current().tiled_min_pairs:
+    if reduction and p.n * p.m > policy.current().tiled_min_pairs:
         return "tiled"
     return "traced" if traced else "dense"
 

@@ -15,6 +15,7 @@ training set happens to contain a repeated point.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from . import kernels as K
 from . import terms
@@ -96,12 +97,70 @@ def ad_input_gradients(kernel, X, Y):
     return _pairwise(both, X, Y)
 
 
+# --------------------------------------------------------------------------- trace (Laplacian)
+
+
+def _field_dot(xp, u: terms.Field, v: terms.Field, X, Y, Xc, Yc):
+    """(u_ij . v_ij), both fields' scales included, for every pair: broadcastable to (n, m).
+
+    O(d) per pair: a weighted squared distance, a matmul, or row or column sums; never an
+    (n, m, d) array.
+    """
+    d = X.shape[1]
+    s = xp.broadcast_to(u.scale, (d,)) * xp.broadcast_to(v.scale, (d,))
+    kinds = sorted((u.kind, v.kind))
+    if kinds == ["diff", "diff"]:
+        # Products of inverse squared lengthscales, never negative: a squared distance.
+        return terms.squared_distance(xp, X, Y, Xc, Yc, s)
+    row_norms = xp.sum(s * X * X, axis=1)[:, None]  # sum_a s_a x_ia^2: (n, 1)
+    col_norms = xp.sum(s * Y * Y, axis=1)[None, :]  # sum_a s_a y_ja^2: (1, m)
+    if kinds == ["x", "x"]:
+        return row_norms
+    if kinds == ["y", "y"]:
+        return col_norms
+    cross = terms.matmul(xp, X * s, Y.T)  # sum_a s_a x_ia y_ja
+    if kinds == ["x", "y"]:
+        return cross
+    if kinds == ["diff", "x"]:  # sum_a s_a (x_ia - y_ja) x_ia
+        return row_norms - cross
+    return cross - col_norms  # ["diff", "y"]: sum_a s_a (x_ia - y_ja) y_ja
+
+
+def trace_hessian(xp, t: terms.Tile, X, Y, Xc, Yc):
+    """T[i, j] = sum_a d^2 k(x_i, y_j) / dx_ia dy_ja from an order-2 tile: (n, m), O(d) per
+    pair. An outer term c u v^T has trace c (u . v); a diagonal term c diag(s) has c sum(s)."""
+    d = X.shape[1]
+    out = xp.zeros((X.shape[0], Y.shape[0]), X.dtype)
+    for o in t.outer:
+        out = out + o.coef * _field_dot(xp, o.u, o.v, X, Y, Xc, Yc)
+    for g in t.diagonal:
+        out = out + g.coef * xp.sum(xp.broadcast_to(g.scale, (d,)))
+    return out
+
+
+def closed_laplacian_sum(kernel, xp, X, Y, W):
+    """L[i] = sum_j W_j trace(d^2 k(x_i, y_j) / dx dy) in closed form: (n, 1)."""
+    Xc, Yc = terms.centre(xp, X, Y)
+    T = trace_hessian(xp, kernel.tile(xp, X, Y, Xc, Yc, order=2), X, Y, Xc, Yc)
+    return terms.matmul(xp, T, W[:, None])
+
+
+def ad_laplacian_sum(method, kernel, X, Y, W):
+    """L by AD: the trace of forward-over-reverse (or reverse-over-reverse) per pair."""
+    outer = jax.jacfwd if method == "forward" else jax.jacrev
+    H = _pairwise(lambda x, y: jnp.trace(outer(jax.grad(kernel, argnums=0), argnums=1)(x, y)), X, Y)
+    return terms.matmul(jnp, H, W[:, None])
+
+
 __all__ = [
     "ad_cross_hessian",
     "ad_input_gradients",
+    "ad_laplacian_sum",
     "check_twice_differentiable",
     "closed_cross_hessian",
+    "closed_laplacian_sum",
     "dense_field",
     "dense_hessian",
     "dense_vectors",
+    "trace_hessian",
 ]

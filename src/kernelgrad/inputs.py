@@ -190,7 +190,7 @@ def explicit_method(p: Problem, mode: str) -> str | None:
 
 
 #: Ops that need second derivatives of the kernel (named as in their error messages).
-SECOND_ORDER = ("cross_hessian", "gradient_gram", "hyper_grad(gradients=True)")
+SECOND_ORDER = ("cross_hessian", "laplacian_sum", "gradient_gram", "hyper_grad(gradients=True)")
 
 
 def resolve_method(op: str, p: Problem, mode: str) -> str:

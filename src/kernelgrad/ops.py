@@ -105,6 +105,16 @@ OPS: dict[str, Op] = {
             tiled=reductions.gram_matvec,
         ),
         Op(
+            "laplacian_sum",
+            closed=hessian.closed_laplacian_sum,
+            ad=hessian.ad_laplacian_sum,
+            pairwise=False,
+            # The trace costs O(d) per pair: no d x d block.
+            eager_work=lambda n, m, d: n * m * d,
+            eager_limit=_eager_pairs,
+            tiled=reductions.laplacian_sum,
+        ),
+        Op(
             "cross_hessian",
             closed=lambda kernel, xp, X, Y, W: hessian.closed_cross_hessian(kernel, xp, X, Y),
             ad=lambda method, kernel, X, Y, W: hessian.ad_cross_hessian(kernel, X, Y, method),

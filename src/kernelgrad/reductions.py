@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import autodiff, policy, rules, terms
+from . import autodiff, hessian, policy, rules, terms
 from .inputs import library_numpy
 
 #: Blocks are rounded to a multiple of this many rows/columns (vector-register friendly).
@@ -240,6 +240,22 @@ def gram_matvec(kernel, X, Y, W, *, method: str = "closed", row_block=None, col_
     return tiled_row_reduce(tile_fn, X, Y, W, row_block=row_block, col_block=col_block)
 
 
+@library_numpy
+def laplacian_sum(kernel, X, Y, w, *, method="closed", row_block=None, col_block=None):
+    """L[i] = sum_j w_j trace(d^2 k(x_i, y_j) / dx_i dy_j), tiled: (n, 1). Traceable."""
+    if method == "closed":
+
+        def tile_fn(Xb, Yb, wb):
+            return hessian.closed_laplacian_sum(kernel, jnp, Xb, Yb, wb)
+
+    else:
+
+        def tile_fn(Xb, Yb, wb):
+            return hessian.ad_laplacian_sum(method, kernel, Xb, Yb, wb)
+
+    return tiled_row_reduce(tile_fn, X, Y, w, row_block=row_block, col_block=col_block)
+
+
 __all__ = [
     "bucket",
     "crop",
@@ -247,5 +263,6 @@ __all__ = [
     "default_blocks",
     "grad_sum",
     "gram_matvec",
+    "laplacian_sum",
     "tiled_row_reduce",
 ]
