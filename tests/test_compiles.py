@@ -22,7 +22,7 @@ import pytest
 from references import max_relative_error, pairwise_jacobian
 
 import kernelgrad as kg
-from kernelgrad import compile_cache, engine, reductions
+from kernelgrad import compile_cache, padding
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _counts = {"active": False, "compiles": 0}
@@ -74,7 +74,7 @@ def test_bo_loop_adding_one_point_at_a_time_compiles_a_handful(kernel, rng):
     # array compiles a small program per shape itself.
     points = rng.uniform(-1.0, 1.0, (200, 3)).astype(np.float32)
     alpha = rng.normal(size=200).astype(np.float32)
-    buckets = {engine.bucket(n) for n in range(100, 201)}
+    buckets = {padding.dense_bucket(n) for n in range(100, 201)}
     with count_compiles() as count:
         for n in range(100, 201):
             X, w = jax.device_put((points[:n], alpha[:n]))
@@ -97,7 +97,7 @@ def test_growing_n_on_the_tiled_path_compiles_per_bucket_not_per_n(policy_with, 
     points = rng.uniform(-1.0, 1.0, (140, 2)).astype(np.float32)
     weights = rng.uniform(size=140).astype(np.float32)
     sizes = range(120, 141)
-    buckets = {reductions.bucket(n) for n in sizes}
+    buckets = {padding.fine_bucket(n) for n in sizes}
     with count_compiles() as count:
         for n in sizes:
             X, w = jax.device_put((points[:n], weights[:n]))
@@ -113,7 +113,7 @@ def test_default_unit_weights_do_not_compile_per_n(rng):
     with count_compiles() as count:
         for n in range(100, 201):
             kg.grad_sum(kg.Matern52(), jax.device_put(points[:n])).block_until_ready()
-    assert count["n"] <= len({engine.bucket(n) for n in range(100, 201)})
+    assert count["n"] <= len({padding.dense_bucket(n) for n in range(100, 201)})
 
 
 # ------------------------------------------------------------------ persistent compile cache

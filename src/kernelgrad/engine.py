@@ -29,27 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compile_cache, ops, policy, reductions, sharding, symmetric
+from . import compile_cache, ops, padding, policy, sharding, symmetric
 from .inputs import IdentityCache, Problem, facts, local_x64
-
-
-def bucket(n: int) -> int:
-    """The padded size for n points: few buckets for small n, fine ones for large n.
-
-    Below the policy's ``fine_buckets_from``, n rounds up to 4, 5, 6 or 7 times a power of
-    two (at least ``min_bucket``): compiling dominates there, and a loop from n = 100 to 200
-    compiles 5 programs. From it on, a call does enough work (a quarter of a million pairs)
-    to amortise a compile, while 25% of padding would cost up to 56% more pairs: the buckets
-    of :func:`kernelgrad.reductions.bucket` (at most 1/32 of padding) apply instead.
-    """
-    chosen = policy.current()
-    if n <= chosen.min_bucket:
-        return chosen.min_bucket
-    if n >= chosen.fine_buckets_from:
-        return reductions.bucket(n)
-    e = max(int(n - 1).bit_length() - 3, 0)
-    step = 1 << e
-    return -(-n // step) * step
 
 
 def _namespace_call(op: str, method: str, kernel, xp, X, Y, W):
@@ -258,8 +239,8 @@ def _sizes(p: Problem, hot: bool) -> tuple[int, int]:
     """
     if hot:
         return p.n, p.m
-    N = 1 if p.n == 1 else bucket(p.n)
-    return N, N if p.same else bucket(p.m)
+    N = 1 if p.n == 1 else padding.dense_bucket(p.n)
+    return N, N if p.same else padding.dense_bucket(p.m)
 
 
 def _size_key(op: str, method: str, p: Problem) -> tuple:
@@ -288,9 +269,9 @@ def _dense(op: str, method: str, p: Problem, hot: bool):
         # Padded columns must carry weight 0; and a bucket's program takes weights whether
         # or not this n happens to need padding, so that it is compiled once.
         p = _weighted(op, p)
-    X = reductions.pad_rows(p.X, N, True)
-    Y = X if p.same else reductions.pad_rows(p.Y, M, True)
-    W = None if p.W is None else reductions.pad_rows(p.W, M, False)
+    X = padding.pad_rows(p.X, N, True)
+    Y = X if p.same else padding.pad_rows(p.Y, M, True)
+    W = None if p.W is None else padding.pad_rows(p.W, M, False)
     if not p.is_jax:
         return _executable(op, method, p.kernel, X, Y, W, specialise=hot)
     with jax.numpy_rank_promotion("allow"):
@@ -317,14 +298,9 @@ def _on_host(p: Problem) -> bool:
     for a in (p.X, p.Y, p.W):
         if a is None or isinstance(a, np.ndarray):
             continue
-        if isinstance(a, jax.core.Tracer) or not _on_one_cpu(a):
+        if isinstance(a, jax.core.Tracer) or not padding.on_one_cpu(a):
             return False
     return True
-
-
-def _on_one_cpu(a) -> bool:
-    devices = a.devices()
-    return len(devices) == 1 and next(iter(devices)).platform == "cpu"
 
 
 def run(op: str, method: str, p: Problem, finish=None):
@@ -337,7 +313,7 @@ def run(op: str, method: str, p: Problem, finish=None):
     if not _on_host(p):
         out, cropped = _padded(op, method, p)
         if not cropped:
-            out = reductions.crop(out, p.n, p.m if ops.get(op).pairwise else None)
+            out = padding.crop(out, p.n, p.m if ops.get(op).pairwise else None)
         return out if finish is None else finish(out)
     caller_is_jax = p.is_jax
     if caller_is_jax:

@@ -41,7 +41,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
-from . import autodiff, compile_cache, hessian, memory, policy, reductions, sharding, terms
+from . import autodiff, compile_cache, hessian, memory, padding, policy, sharding, terms
 from .inputs import local_x64, prepare, resolve_method
 from .kernels import AbstractKernel
 from .reductions import tiled_row_reduce
@@ -173,7 +173,7 @@ def _matvec(kernel, X, Y, v, *, method, row_block, col_block, mesh=None):
     if mesh is not None:
         devices = mesh.devices.size
         padded = -(-n // devices) * devices
-        X, Xc = (reductions.pad_rows(A, padded, True) for A in (X, Xc))
+        X, Xc = (padding.pad_rows(A, padded, True) for A in (X, Xc))
         rows = jax.shard_map(
             rows,
             mesh=mesh,

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import hessian, policy
+from . import hessian, padding, policy
 from .kernels import AbstractKernel
 from .kernels import kernel as as_kernel
 
@@ -283,10 +283,8 @@ def _host_view(value):
     operation costs a dispatch (tens of microseconds) or even a compile per new shape. The
     caller still gets a JAX array back (``Problem.is_jax``).
     """
-    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
-        devices = value.devices()
-        if len(devices) == 1 and next(iter(devices)).platform == "cpu":
-            return np.asarray(value)
+    if isinstance(value, jax.Array) and padding.on_one_cpu(value):
+        return np.asarray(value)
     return value
 
 

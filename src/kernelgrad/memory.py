@@ -16,7 +16,7 @@ import os
 import jax
 import numpy as np
 
-from . import ops
+from . import ops, padding
 
 #: Building a dense result takes about this many times its own size at the peak (the result
 #: plus one intermediate of the same size, e.g. the coefficient tensor or a padded copy).
@@ -59,10 +59,9 @@ def _format_bytes(count: float) -> str:
 
 
 def _compute_device(X):
-    """The device a computation on X runs on: X's own, else the default one."""
-    if isinstance(X, jax.Array) and not isinstance(X, jax.core.Tracer):
-        return next(iter(X.devices()))
-    return jax.devices()[0]
+    """The device a computation on X runs on: X's own when it is on one, else the default."""
+    device = padding.single_device(X)
+    return jax.devices()[0] if device is None else device
 
 
 def check_dense(op: str, shape: tuple[int, ...], dtype, X, *, budget: int | None = None) -> None:

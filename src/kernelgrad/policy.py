@@ -55,10 +55,10 @@ class Policy:
     #: Below this many points a dense problem is padded to it.
     min_bucket: int = 16
     #: From this many points on, padding waste costs more than compiling: buckets get finer
-    #: (:func:`kernelgrad.engine.bucket`).
+    #: (:func:`kernelgrad.padding.dense_bucket`).
     fine_buckets_from: int = 512
     #: Tiled programs are compiled for sizes rounded up to one of this many steps per octave
-    #: (:func:`kernelgrad.reductions.bucket`): at most 1/32 of padding.
+    #: (:func:`kernelgrad.padding.fine_bucket`): at most 1/32 of padding.
     tiled_buckets_per_octave: int = 32
     #: A host problem's exact sizes get their own program (no padding, specialised to the
     #: kernel's values) from this many calls on: a compile (tens of ms) is earned back.

@@ -38,10 +38,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from . import autodiff, hessian, policy, rules, terms
+from . import autodiff, hessian, padding, policy, rules, terms
 from .inputs import library_numpy
 
 #: Blocks are rounded to a multiple of this many rows/columns (vector-register friendly).
@@ -55,64 +54,6 @@ def default_blocks(platform: str | None = None) -> tuple[int, int]:
     return chosen.tile_blocks
 
 
-def bucket(n: int) -> int:
-    """n rounded up to a multiple of 2^(floor(log2 n) - 5) (with the policy's 32 steps per
-    octave): at most 1/32 of padding."""
-    steps = policy.current().tiled_buckets_per_octave
-    step = 1 << max(int(n).bit_length() - steps.bit_length(), 0)
-    return -(-n // step) * step
-
-
-def _single_device(A):
-    """The one device holding concrete JAX array ``A``, or None (tracer, or sharded)."""
-    if isinstance(A, jax.core.Tracer) or not isinstance(A, jax.Array):
-        return None
-    devices = A.devices()
-    return next(iter(devices)) if len(devices) == 1 else None
-
-
-def _to_device_like(host, A, device):
-    """``host`` on ``device``, committed there only if ``A`` was: jit keys on commitment,
-    so a mismatch would compile a second program for the same shapes."""
-    return jax.device_put(host, device if A.committed else None)
-
-
-def pad_rows(A, rows: int, copy_first: bool):
-    """``A`` padded along axis 0 to ``rows``, with copies of its first row (or zeros).
-
-    NumPy stays NumPy. A small concrete JAX array on one device is padded in host memory and
-    put back on its device: an eager ``jnp.concatenate`` would compile a program for every
-    new shape, which a loop growing n one point at a time would pay on every call. Large
-    arrays are padded on their device, where one compile costs less than two transfers.
-    """
-    extra = rows - A.shape[0]
-    if extra == 0:
-        return A
-    device = _single_device(A)
-    small = device is not None and A.nbytes <= policy.current().host_slice_max_bytes
-    if isinstance(A, np.ndarray) or small:
-        host = np.asarray(A)
-        row = host[:1] if copy_first else np.zeros_like(host[:1])
-        padded = np.concatenate([host, np.broadcast_to(row, (extra, *host.shape[1:]))])
-        return padded if device is None else _to_device_like(padded, A, device)
-    row = A[:1] if copy_first else jnp.zeros_like(A[:1])
-    return jnp.concatenate([A, jnp.broadcast_to(row, (extra, *A.shape[1:]))], axis=0)
-
-
-def crop(A, n: int, m: int | None = None):
-    """``A[:n]`` (or ``A[:n, :m]``), through host memory for small concrete JAX arrays.
-
-    Like :func:`pad_rows`, this saves compiling one slice program per new n.
-    """
-    if A.shape[0] == n and (m is None or A.shape[1] == m):
-        return A
-    index = (slice(n),) if m is None else (slice(n), slice(m))
-    device = _single_device(A)
-    if device is None or A.nbytes > policy.current().host_slice_max_bytes:
-        return A[index]
-    return _to_device_like(np.ascontiguousarray(np.asarray(A)[index]), A, device)
-
-
 def _split(total: int, block: int) -> tuple[int, int]:
     """(count, size) of near-equal blocks of at most ``block`` covering ``total``.
 
@@ -123,19 +64,6 @@ def _split(total: int, block: int) -> tuple[int, int]:
     size = -(-total // count)
     size = -(-size // _ALIGN) * _ALIGN if total > _ALIGN else total
     return count, size
-
-
-def _pad_leading(tree, total: int, copy_first: bool):
-    """Each leaf padded to ``total`` along axis 0, with copies of its first row (or zeros)."""
-
-    def pad(a):
-        extra = total - a.shape[0]
-        if extra == 0:
-            return a
-        row = a[:1] if copy_first else jnp.zeros_like(a[:1])
-        return jnp.concatenate([a, jnp.broadcast_to(row, (extra, *a.shape[1:]))], axis=0)
-
-    return jax.tree.map(pad, tree)
 
 
 def _blocks(tree, count: int, size: int):
@@ -169,20 +97,16 @@ def tiled_row_reduce(
     n, m = _leading(X), _leading(Y)
     row_count, rows = _split(n, row_block or default_rows)
     col_count, cols = _split(m, col_block or default_cols)
-    Xb = _blocks(_pad_leading(X, row_count * rows, True), row_count, rows)
-    Yb = _blocks(_pad_leading(Y, col_count * cols, True), col_count, cols)
-    Wb = _blocks(_pad_leading(W, col_count * cols, False), col_count, cols)
+    Xb = _blocks(padding.pad_tree(X, row_count * rows, True), row_count, rows)
+    Yb = _blocks(padding.pad_tree(Y, col_count * cols, True), col_count, cols)
+    Wb = _blocks(padding.pad_tree(W, col_count * cols, False), col_count, cols)
 
     def row_blocks(col):
         """Every row block against one column block: (row_count, rows, p)."""
         return lax.map(lambda x_block: tile_fn(x_block, *col), Xb)
 
     def step(carry, col):
-        total, lost = carry
-        # Kahan: ``lost`` is the low-order part that the last addition rounded away.
-        part = row_blocks(col) - lost
-        new_total = total + part
-        return (new_total, (new_total - total) - part), None
+        return padding.kahan_add(*carry, row_blocks(col)), None
 
     # Columns outside, rows inside: XLA:CPU ran the other nesting (a column scan inside
     # each row block) 2-3x slower. Starting from the first block's sums (not from constant
@@ -257,9 +181,6 @@ def laplacian_sum(kernel, X, Y, w, *, method="closed", row_block=None, col_block
 
 
 __all__ = [
-    "bucket",
-    "crop",
-    "pad_rows",
     "default_blocks",
     "grad_sum",
     "gram_matvec",

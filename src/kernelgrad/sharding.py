@@ -29,7 +29,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import compile_cache, ops, policy, reductions
+from . import compile_cache, ops, padding, policy
 
 #: Name of the mesh axis that the rows of X are split over.
 AXIS = "rows"
@@ -138,7 +138,7 @@ def reduce(
     n, m = X.shape[0], Y.shape[0]
     devices = mesh.devices.size
     rows = -(-n // devices) * devices
-    X = jax.device_put(reductions.pad_rows(X, rows, True), NamedSharding(mesh, P(AXIS)))
+    X = jax.device_put(padding.pad_rows(X, rows, True), NamedSharding(mesh, P(AXIS)))
     # Replicated explicitly, one chunk at a time: a mesh over several hosts accepts only
     # placed (global) arrays, and a streamed Y must never sit whole on every device.
     replicated = NamedSharding(mesh, P())
@@ -150,26 +150,23 @@ def reduce(
     count, size = _column_chunks(m, column_bytes, limit)
     if count == 1:
         return _first_rows(call(kernel, X, *jax.device_put((Y, W), replicated)), n)
-    Y = reductions.pad_rows(Y, count * size, True)
-    W = reductions.pad_rows(W, count * size, False)
+    Y = padding.pad_rows(Y, count * size, True)
+    W = padding.pad_rows(W, count * size, False)
     total = lost = None
     for c in range(count):
         chunk = (Y[c * size : (c + 1) * size], W[c * size : (c + 1) * size])
         part = call(kernel, X, *jax.device_put(chunk, replicated))
         if total is None:
             total, lost = part, jnp.zeros_like(part)
-            continue
-        # Kahan across chunks, as across column blocks inside each chunk.
-        part = part - lost
-        new_total = total + part
-        total, lost = new_total, (new_total - total) - part
+        else:  # compensated across chunks, as across column blocks inside each chunk
+            total, lost = padding.kahan_add(total, lost, part)
     return _first_rows(total - lost, n)
 
 
 def tiled(op: str, method: str, kernel, X, Y, W, *, pad: bool = True):
     """The engine's entry for large reductions: (N, p) for X of n <= N rows.
 
-    With ``pad``, pads n and m to :func:`kernelgrad.reductions.bucket` sizes (a growing n
+    With ``pad``, pads n and m to :func:`kernelgrad.padding.fine_bucket` sizes (a growing n
     compiles a handful of programs); without, runs the exact sizes (the engine's choice for
     sizes called often). Then runs sharded over the devices of this process when there are
     several (and the inputs are concrete), else the one-device program. The padded rows are
@@ -177,9 +174,9 @@ def tiled(op: str, method: str, kernel, X, Y, W, *, pad: bool = True):
     """
     n, m = X.shape[0], Y.shape[0]
     if pad:
-        X = reductions.pad_rows(X, reductions.bucket(n), True)
-        Y = reductions.pad_rows(Y, reductions.bucket(m), True)
-        W = reductions.pad_rows(W, reductions.bucket(m), False)
+        X = padding.pad_rows(X, padding.fine_bucket(n), True)
+        Y = padding.pad_rows(Y, padding.fine_bucket(m), True)
+        W = padding.pad_rows(W, padding.fine_bucket(m), False)
     if jax.local_device_count() > 1 and not isinstance(X, jax.core.Tracer):
         out = reduce(op, method, kernel, X, Y, W, mesh=row_mesh(jax.local_devices()))
     else:

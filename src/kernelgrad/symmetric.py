@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import compile_cache, policy, reductions, terms
+from . import compile_cache, padding, policy, terms
 from .inputs import library_numpy
 
 
@@ -106,6 +106,6 @@ def run(kernel, X, w):
     """
     block = policy.current().symmetric_block
     rows = -(-X.shape[0] // block) * block
-    X = reductions.pad_rows(X, rows, True)
-    w = reductions.pad_rows(w, rows, False)
+    X = padding.pad_rows(X, rows, True)
+    w = padding.pad_rows(w, rows, False)
     return _compiled(kernel, X, w, block)
