@@ -111,7 +111,7 @@ def test_closed_matvec_never_allocates_the_n_m_d_squared_blocks():
     with jax.enable_x64(True):
         X = jax.ShapeDtypeStruct((n, d), jnp.float64)
         v = jax.ShapeDtypeStruct((n * (d + 1),), jnp.float64)
-        compiled = gradient_kernel._matvec.lower(
+        compiled = gradient_kernel.joint_matvec.lower(
             kg.RBF(lengthscale=3.0), X, X, v, method="closed", row_block=None, col_block=None
         ).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes

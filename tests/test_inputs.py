@@ -8,6 +8,7 @@ NumPy float64 is float64-accurate without turning on JAX's x64 mode.
 from __future__ import annotations
 
 import re
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -556,3 +557,37 @@ def test_a_pair_function_written_with_numpy_gets_a_type_error_at_its_first_call(
     # Raised where the arguments are checked, not from inside a JAX trace.
     frames = [str(entry.path) for entry in info.traceback]
     assert not any("/jax/" in f for f in frames), frames
+
+
+# ------------------------------------------------------------ annotations tell the truth
+
+
+def _matches(value, hint) -> bool:
+    """isinstance against a jaxtyping hint, which may be a Union of array types and shapes."""
+    options = typing.get_args(hint) or (hint,)
+    return any(isinstance(value, option) for option in options)
+
+
+_ANNOTATED = (*TRANSFORMS, "cross_hessian", "laplacian_sum")
+
+
+@pytest.mark.parametrize("one_d", [True, False], ids=["1d", "nd"])
+@pytest.mark.parametrize("kind", ["numpy", "jax"])
+@pytest.mark.parametrize("name", _ANNOTATED)
+def test_return_annotations_say_what_comes_back(name, kind, one_d):
+    """The jaxtyping return hint of every public transform accepts its actual result, in
+    NumPy and JAX and for 1-D and d-dimensional points, and refuses the wrong rank."""
+    hint = typing.get_type_hints(getattr(kg, name))["return"]
+    X = np.linspace(-1.0, 1.0, 12)
+    X = X if one_d else X.reshape(6, 2)
+    convert = np.asarray if kind == "numpy" else jnp.asarray
+    fn = getattr(kg, name)
+    if name == "grad":
+        out = fn(BY_ID["rbf"].kernel, convert(X[0]), convert(X))
+    elif name in ("grad_sum", "gram_matvec", "laplacian_sum"):
+        out = fn(BY_ID["rbf"].kernel, convert(X), None, convert(np.ones(len(X))))
+    else:
+        out = fn(BY_ID["rbf"].kernel, convert(X))
+    assert type(out) is np.ndarray if kind == "numpy" else isinstance(out, jax.Array)
+    assert _matches(out, hint), (hint, type(out), out.shape)
+    assert not _matches(out[..., None, None, None], hint)  # a hint that fits anything fails

@@ -44,7 +44,7 @@ from jaxtyping import Array, Float
 
 from . import autodiff, compile_cache, gradient_kernel, hessian, policy, reductions, rules
 from .inputs import library_numpy, local_x64, require_finite
-from .kernels import AbstractKernel
+from .kernels import AbstractKernel, positive
 from .kernels import kernel as as_kernel
 
 #: Default cap on conjugate-gradient iterations. Jacobi-preconditioned CG on a smooth
@@ -55,15 +55,6 @@ CG_MAXITER = 1000
 #: Test points are predicted this many at a time, so that the cross-covariance needed by
 #: the variance, (observations, chunk), stays small.
 PREDICT_CHUNK = 256
-
-
-def _positive(name, value):
-    if isinstance(value, jax.core.Tracer):
-        return value
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim != 0 or not np.isfinite(arr) or arr <= 0:
-        raise ValueError(f"{name} must be a positive finite variance, got {arr.tolist()}.")
-    return arr
 
 
 # --------------------------------------------------------------------------- the covariance
@@ -90,7 +81,7 @@ class _Covariance(eqx.Module):
         """Covariance of the observations at X with those at Y (default X): dense."""
         Y = self.X if Y is None else Y
         if self.with_gradients:
-            return gradient_kernel._dense(self.kernel, self.X, Y, method=self.method)
+            return gradient_kernel.joint_dense(self.kernel, self.X, Y, method=self.method)
         if self.method == "closed":
             return rules.gram(self.kernel, jnp, self.X, Y)
         return autodiff.gram(self.kernel, self.X, Y)
@@ -99,7 +90,7 @@ class _Covariance(eqx.Module):
         """Covariance times V (m_obs, p), matrix-free and tiled: (n_obs, p)."""
         Y = self.X if Y is None else Y
         if self.with_gradients:
-            return gradient_kernel._matvec(
+            return gradient_kernel.joint_matvec(
                 self.kernel, self.X, Y, V, method=self.method, row_block=None, col_block=None
             )
         ad = "reverse" if self.method != "closed" else "closed"
@@ -107,7 +98,7 @@ class _Covariance(eqx.Module):
 
     def diagonal(self):
         if self.with_gradients:
-            return gradient_kernel._diagonal(self.kernel, self.X, self.X, method=self.method)
+            return gradient_kernel.joint_diagonal(self.kernel, self.X, self.X, method=self.method)
         return jax.vmap(self.kernel)(self.X, self.X)
 
     def noise(self, value_noise, gradient_noise):
@@ -266,8 +257,8 @@ class GradientGP(eqx.Module):
 
     def __init__(self, kernel, value_noise=1e-6, gradient_noise=1e-6):
         self.kernel = as_kernel(kernel)
-        self.value_noise = _positive("value_noise", value_noise)
-        self.gradient_noise = _positive("gradient_noise", gradient_noise)
+        self.value_noise = positive("value_noise", value_noise)
+        self.gradient_noise = positive("gradient_noise", gradient_noise)
 
     @library_numpy
     def log_marginal_likelihood(self, X, y, G=None):

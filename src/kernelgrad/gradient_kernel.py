@@ -159,8 +159,9 @@ def _rows(kernel, X, Xc, Y, Yc, v0, V1, *, method, row_block, col_block):
 
 
 @compile_cache.jit(static_argnames=("method", "row_block", "col_block", "mesh"))
-def _matvec(kernel, X, Y, v, *, method, row_block, col_block, mesh=None):
-    """The (n (d + 1),) product with v of shape (m (d + 1),), or (.., p) for v (.., p).
+def joint_matvec(kernel, X, Y, v, *, method, row_block=None, col_block=None, mesh=None):
+    """The joint covariance times v: (n (d + 1),) for v of shape (m (d + 1),), or (.., p) for
+    v (.., p); matrix-free and tiled. Traceable.
 
     With a ``mesh`` the rows of X are split over its devices (``shard_map``); Y and v are
     replicated. Rows never talk to each other, so the devices exchange nothing.
@@ -204,7 +205,8 @@ def assemble(value, dx, dy, H):
 
 
 @compile_cache.jit(static_argnames=("method",))
-def _dense(kernel, X, Y, *, method):
+def joint_dense(kernel, X, Y, *, method):
+    """The dense (n (d + 1), m (d + 1)) joint covariance, block-major. Traceable."""
     if method == "closed":
         Xc, Yc = terms.centre(jnp, X, Y)
         t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
@@ -217,8 +219,9 @@ def _dense(kernel, X, Y, *, method):
 
 
 @compile_cache.jit(static_argnames=("method",))
-def _diagonal(kernel, X, Y, *, method):
-    """Entries [p, p] of the square operator (n = m): (n (d + 1),), O(n d) for closed forms."""
+def joint_diagonal(kernel, X, Y, *, method):
+    """Entries [p, p] of the square joint covariance (n = m): (n (d + 1),), O(n d) for
+    closed forms. Traceable."""
 
     def one(x, y):
         x, y = x[None, :], y[None, :]
@@ -243,8 +246,9 @@ def _diagonal(kernel, X, Y, *, method):
 
 
 def _mesh():
-    """A row mesh over every local device when there are several, else None (one device)."""
-    return sharding.row_mesh() if jax.device_count() > 1 else None
+    """A row mesh over this process's devices when there are several, else None: the same
+    rule as the engine's tiled reductions (:func:`kernelgrad.sharding.tiled`)."""
+    return sharding.row_mesh(jax.local_devices()) if jax.local_device_count() > 1 else None
 
 
 class GradientGram(eqx.Module):
@@ -297,7 +301,7 @@ class GradientGram(eqx.Module):
         xp = jnp if self.is_jax else np
         v = xp.asarray(v, dtype=self.dtype)
         return self._call(
-            _matvec, v, row_block=self.row_block, col_block=self.col_block, mesh=_mesh()
+            joint_matvec, v, row_block=self.row_block, col_block=self.col_block, mesh=_mesh()
         )
 
     def __matmul__(self, v):
@@ -315,7 +319,7 @@ class GradientGram(eqx.Module):
             raise memory.DenseTooLargeError(
                 f"{err} For products with the operator, op.matvec(v) needs only O((n + m) d)."
             ) from None
-        return self._call(_dense)
+        return self._call(joint_dense)
 
     def diagonal(self) -> Float[Array, " N"]:
         """The diagonal of a square operator (n = m), such as the training covariance."""
@@ -324,7 +328,7 @@ class GradientGram(eqx.Module):
                 f"diagonal() needs a square operator; this one is {self.shape[0]} x "
                 f"{self.shape[1]} (n = {self.X.shape[0]}, m = {self.Y.shape[0]})."
             )
-        return self._call(_diagonal)
+        return self._call(joint_diagonal)
 
 
 def gradient_gram(
@@ -365,4 +369,10 @@ def gradient_gram(
     return GradientGram(p.kernel, p.X, p.Y, method, p.is_jax, row_block, col_block)
 
 
-__all__ = ["GradientGram", "gradient_gram"]
+__all__ = [
+    "GradientGram",
+    "gradient_gram",
+    "joint_dense",
+    "joint_diagonal",
+    "joint_matvec",
+]

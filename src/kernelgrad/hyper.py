@@ -60,7 +60,7 @@ def hyper_grad(k, X, Y=None, *, gradients: bool = False, check_finite: bool = Tr
     def matrix(params):
         kernel = eqx.combine(params, static)
         if gradients:
-            return gradient_kernel._dense(kernel, p.X, p.Y, method=method)
+            return gradient_kernel.joint_dense(kernel, p.X, p.Y, method=method)
         return autodiff.gram(kernel, p.X, p.Y)
 
     with local_x64(p.dtype):

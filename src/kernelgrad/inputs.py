@@ -63,7 +63,7 @@ class IdentityCache:
     """Values worked out from immutable objects (kernels), looked up by identity.
 
     Each entry holds its object, so the object's id cannot be reused while the entry lives;
-    a kernel's leaves are read-only arrays (see ``kernels._positive``), so an entry never goes
+    a kernel's leaves are read-only arrays (see ``kernels.positive``), so an entry never goes
     stale. Nothing is stored on the (frozen) object itself. Bounded: the oldest entry goes
     first.
     """

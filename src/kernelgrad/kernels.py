@@ -54,8 +54,9 @@ __all__ = [
 ]
 
 
-def _positive(name: str, value: Any, *, vector: bool = False) -> np.ndarray:
-    """Coerce a hyperparameter to a float64 array and check it is positive where concrete."""
+def positive(name: str, value: Any, *, vector: bool = False) -> np.ndarray:
+    """A hyperparameter as a private, read-only float64 array, checked positive and finite
+    where concrete (every positive leaf of a kernel or a GP is made by this)."""
     if isinstance(value, jax.core.Tracer):
         # Inside a transformation the value is abstract; the check ran when it was concrete.
         return value
@@ -282,7 +283,7 @@ def _safe_sqrt(xp, s):
 
 def _stationary_scales(variance, lengthscale) -> tuple[Any, Any]:
     """A stationary kernel's (variance, lengthscale), checked (the lengthscale may be ARD)."""
-    return _positive("variance", variance), _positive("lengthscale", lengthscale, vector=True)
+    return positive("variance", variance), positive("lengthscale", lengthscale, vector=True)
 
 
 def _inverse_sq(lengthscale, xp, dtype):
@@ -441,7 +442,7 @@ class RationalQuadratic(AbstractStationaryKernel):
 
     def __init__(self, variance=1.0, lengthscale=1.0, alpha=1.0):
         self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
-        self.alpha = _positive("alpha", alpha)
+        self.alpha = positive("alpha", alpha)
 
     def profile_params(self, xp, dtype):
         return (xp.asarray(self.alpha, dtype=dtype),)
@@ -484,7 +485,7 @@ class Periodic(AbstractStationaryKernel):
                 "Periodic takes a scalar lengthscale (it scales sin^2, not the distance); "
                 f"got shape {np.shape(self.lengthscale)}."
             )
-        self.period = _positive("period", period)
+        self.period = positive("period", period)
 
     def inverse_sq_scale(self, xp, dtype):
         # The lengthscale scales sin^2 (see profile_params), not the distance.
@@ -586,7 +587,7 @@ class Linear(AbstractDotProductKernel):
     variance: Any
 
     def __init__(self, variance=1.0):
-        self.variance = _positive("variance", variance)
+        self.variance = positive("variance", variance)
 
     def g(self, xp, t, dtype):
         return xp.asarray(self.variance, dtype=dtype) * t
@@ -710,7 +711,7 @@ class Scaled(AbstractKernel):
     base: AbstractKernel
 
     def __init__(self, scale, base):
-        self.scale = _positive("scale", scale)
+        self.scale = positive("scale", scale)
         self.base = base
 
     def __call__(self, x, y):

@@ -26,6 +26,9 @@ from jaxtyping import Array, Float
 from . import eager, engine, memory
 from .inputs import MODES, Problem, prepare, resolve_method
 
+#: What a transform returns: a NumPy array for NumPy input, a JAX array for JAX input.
+Out = Array | np.ndarray
+
 
 def _empty(p: Problem, shape, *, squeeze: bool = False):
     """An empty result of ``shape`` (n or m is 0), without the d axis for 1-D points."""
@@ -39,7 +42,7 @@ def _squeezer(p: Problem):
     return (lambda out: out[..., 0]) if p.squeeze else None
 
 
-def gram(k, X, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Float[Array, "n m"]:
+def gram(k, X, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Float[Out, "n m"]:
     """Gram matrix K[i, j] = k(x_i, y_j), of shape (n, m).
 
     Args:
@@ -70,7 +73,7 @@ def gram(k, X, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Floa
 
 def jacobian(
     k, X, Y=None, *, mode: str = "auto", check_finite: bool = True
-) -> Float[Array, "n m d"]:
+) -> Float[Out, "n m d"] | Float[Out, "n m"]:
     """Input Jacobian J[i, j] = d/dx_i k(x_i, y_j), of shape (n, m, d); (n, m) for 1-D points.
 
     Arguments as for :func:`gram`.
@@ -88,7 +91,9 @@ def jacobian(
     return engine.run("jacobian", method, p, finish=_squeezer(p))
 
 
-def grad(k, x, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Float[Array, "m d"]:
+def grad(
+    k, x, Y=None, *, mode: str = "auto", check_finite: bool = True
+) -> Float[Out, "m d"] | Float[Out, " m"]:
     """Gradient of k(x, y_j) with respect to one point x, for every y_j: shape (m, d).
 
     ``x`` is (d,) or a scalar (1-D points; the output is then (m,)). ``Y=None`` means Y = x.
@@ -114,7 +119,7 @@ def grad(k, x, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Floa
 
 def grad_sum(
     k, X, Y=None, weights=None, *, mode: str = "auto", check_finite: bool = True
-) -> Float[Array, "n d"]:
+) -> Float[Out, "n d"] | Float[Out, " n"]:
     """Weighted grad map G[i] = sum_j w_j d/dx_i k(x_i, y_j), of shape (n, d); (n,) for 1-D.
 
     With unit weights this is the forum's summed ``grad_kernel_map`` and the SVGD repulsion
@@ -151,7 +156,7 @@ def grad_sum(
 
 def gram_matvec(
     k, X, Y=None, W=None, *, mode: str = "auto", check_finite: bool = True
-) -> Float[Array, "n p"]:
+) -> Float[Out, " n"] | Float[Out, "n p"]:
     """Kernel matrix-vector product K @ W: (n,) for W of shape (m,), (n, p) for (m, p).
 
     ``W=None`` means ones (the row sums of K). Other arguments as for :func:`gram`.
@@ -171,7 +176,7 @@ def gram_matvec(
 
 def cross_hessian(
     k, X, Y=None, *, mode: str = "auto", check_finite: bool = True
-) -> Float[Array, "n m d d"]:
+) -> Float[Out, "n m d d"] | Float[Out, "n m"]:
     """Cross-Hessian H[i, j, a, b] = d^2 k(x_i, y_j) / dx_ia dy_jb, of shape (n, m, d, d).
 
     For 1-D points, (n,) and (m,), the output is (n, m). ``Y=None`` means Y = X, still
@@ -215,7 +220,7 @@ def cross_hessian(
 
 def laplacian_sum(
     k, X, Y=None, weights=None, *, mode: str = "auto", check_finite: bool = True
-) -> Float[Array, " n"]:
+) -> Float[Out, " n"]:
     """Weighted Laplacian sum L[i] = sum_j w_j sum_a d^2 k(x_i, y_j) / dx_ia dy_ja: (n,).
 
     The trace of the cross-Hessian, summed over j: the trace term of the kernel Stein
