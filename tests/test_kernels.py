@@ -500,12 +500,6 @@ class _Cauchy(kg.AbstractStationaryKernel):
         self.variance = np.asarray(variance, np.float64)
         self.lengthscale = np.asarray(lengthscale, np.float64)
 
-    def profile_params(self, xp, dtype):
-        return ()
-
-    def inverse_sq_scale(self, xp, dtype):
-        return 1.0 / xp.asarray(self.lengthscale, dtype=dtype) ** 2
-
     @staticmethod
     def f(xp, s, params):
         return 1.0 / (1.0 + s)

@@ -15,8 +15,9 @@ rules and are differentiated by AD. A new family is one class here.
 
 The classes follow equinox's abstract/final pattern: a class is either abstract (its name
 starts with ``Abstract``; it declares abstract methods and may implement methods that no
-subclass overrides) or final (it owns its fields and ``__init__`` and implements what is
-left abstract).
+subclass overrides) or final (it implements what is left abstract). All of a kernel's fields
+and its ``__init__`` are defined in one class: the final one, except for the combinations,
+whose two parts are owned by :class:`AbstractCombination`.
 """
 
 from __future__ import annotations
@@ -179,13 +180,22 @@ class AbstractStationaryKernel(AbstractKernel):
     def d2f(xp, s, params):
         """f''(s)."""
 
-    @abc.abstractmethod
-    def profile_params(self, xp, dtype) -> tuple:
-        """Hyperparameters that enter the profile itself (RQ's alpha, ...), as ``xp`` arrays."""
+    #: Names of the hyperparameters that enter the profile itself (RQ's alpha, ...), in the
+    #: order ``f``, ``df`` and ``d2f`` receive them.
+    profile_fields: ClassVar[tuple[str, ...]] = ()
 
-    @abc.abstractmethod
+    #: Whether the lengthscale scales the distance (Periodic's scales its sine instead).
+    lengthscale_scales_distance: ClassVar[bool] = True
+
+    def profile_params(self, xp, dtype) -> tuple:
+        """The hyperparameters named in ``profile_fields``, as ``xp`` arrays."""
+        return tuple(xp.asarray(getattr(self, name), dtype=dtype) for name in self.profile_fields)
+
     def inverse_sq_scale(self, xp, dtype):
-        """Per-dimension weights w of the squared distance (1 / lengthscale^2 for most)."""
+        """Per-dimension weights w of the squared distance: 1 / lengthscale^2, or 1."""
+        if not self.lengthscale_scales_distance:
+            return xp.asarray(1.0, dtype=dtype)
+        return 1.0 / xp.asarray(self.lengthscale, dtype=dtype) ** 2
 
     @property
     def ard_dims(self):
@@ -286,10 +296,6 @@ def _stationary_scales(variance, lengthscale) -> tuple[Any, Any]:
     return positive("variance", variance), positive("lengthscale", lengthscale, vector=True)
 
 
-def _inverse_sq(lengthscale, xp, dtype):
-    return 1.0 / xp.asarray(lengthscale, dtype=dtype) ** 2
-
-
 class RBF(AbstractStationaryKernel):
     """Squared exponential: k(x, y) = variance * exp(-r^2 / (2 lengthscale^2)).
 
@@ -301,12 +307,6 @@ class RBF(AbstractStationaryKernel):
 
     def __init__(self, variance=1.0, lengthscale=1.0):
         self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
-
-    def profile_params(self, xp, dtype):
-        return ()
-
-    def inverse_sq_scale(self, xp, dtype):
-        return _inverse_sq(self.lengthscale, xp, dtype)
 
     @staticmethod
     def f(xp, s, params):
@@ -337,12 +337,6 @@ class Matern12(AbstractStationaryKernel):
 
     def __init__(self, variance=1.0, lengthscale=1.0):
         self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
-
-    def profile_params(self, xp, dtype):
-        return ()
-
-    def inverse_sq_scale(self, xp, dtype):
-        return _inverse_sq(self.lengthscale, xp, dtype)
 
     @staticmethod
     def f(xp, s, params):
@@ -376,12 +370,6 @@ class Matern32(AbstractStationaryKernel):
     def __init__(self, variance=1.0, lengthscale=1.0):
         self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
 
-    def profile_params(self, xp, dtype):
-        return ()
-
-    def inverse_sq_scale(self, xp, dtype):
-        return _inverse_sq(self.lengthscale, xp, dtype)
-
     @staticmethod
     def f(xp, s, params):
         u = _safe_sqrt(xp, 3.0 * s)
@@ -408,12 +396,6 @@ class Matern52(AbstractStationaryKernel):
 
     def __init__(self, variance=1.0, lengthscale=1.0):
         self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
-
-    def profile_params(self, xp, dtype):
-        return ()
-
-    def inverse_sq_scale(self, xp, dtype):
-        return _inverse_sq(self.lengthscale, xp, dtype)
 
     @staticmethod
     def f(xp, s, params):
@@ -444,11 +426,7 @@ class RationalQuadratic(AbstractStationaryKernel):
         self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
         self.alpha = positive("alpha", alpha)
 
-    def profile_params(self, xp, dtype):
-        return (xp.asarray(self.alpha, dtype=dtype),)
-
-    def inverse_sq_scale(self, xp, dtype):
-        return _inverse_sq(self.lengthscale, xp, dtype)
+    profile_fields = ("alpha",)
 
     @staticmethod
     def f(xp, s, params):
@@ -487,12 +465,9 @@ class Periodic(AbstractStationaryKernel):
             )
         self.period = positive("period", period)
 
-    def inverse_sq_scale(self, xp, dtype):
-        # The lengthscale scales sin^2 (see profile_params), not the distance.
-        return xp.asarray(1.0, dtype=dtype)
-
-    def profile_params(self, xp, dtype):
-        return (xp.asarray(self.lengthscale, dtype=dtype), xp.asarray(self.period, dtype=dtype))
+    # The lengthscale scales sin^2 (it enters the profile), not the distance.
+    profile_fields = ("lengthscale", "period")
+    lengthscale_scales_distance = False
 
     @staticmethod
     def f(xp, s, params):
@@ -648,11 +623,16 @@ def _combined_ard(*kernels) -> int | None:
 
 class AbstractCombination(AbstractKernel):
     """Two kernels combined pointwise: closed form, ARD dimension and smoothness come from
-    both parts. A final subclass owns ``k1`` and ``k2`` and states the combination's value
-    and rule."""
+    both parts. A final subclass states the combination's value and rule."""
 
-    k1: eqx.AbstractVar[AbstractKernel]
-    k2: eqx.AbstractVar[AbstractKernel]
+    # Both combinations have exactly these fields and this __init__, so they live here
+    # (the pattern's one rule for them: all fields and __init__ in one class).
+    k1: AbstractKernel
+    k2: AbstractKernel
+
+    def __init__(self, k1, k2):
+        _combined_ard(k1, k2)
+        self.k1, self.k2 = k1, k2
 
     @property
     def has_closed_form(self):
@@ -669,13 +649,6 @@ class AbstractCombination(AbstractKernel):
 class Sum(AbstractCombination):
     """k(x, y) = k1(x, y) + k2(x, y)."""
 
-    k1: AbstractKernel
-    k2: AbstractKernel
-
-    def __init__(self, k1, k2):
-        _combined_ard(k1, k2)
-        self.k1, self.k2 = k1, k2
-
     def __call__(self, x, y):
         return self.k1(x, y) + self.k2(x, y)
 
@@ -687,13 +660,6 @@ class Sum(AbstractCombination):
 
 class Product(AbstractCombination):
     """k(x, y) = k1(x, y) * k2(x, y)."""
-
-    k1: AbstractKernel
-    k2: AbstractKernel
-
-    def __init__(self, k1, k2):
-        _combined_ard(k1, k2)
-        self.k1, self.k2 = k1, k2
 
     def __call__(self, x, y):
         return self.k1(x, y) * self.k2(x, y)
