@@ -21,7 +21,6 @@ general path, which also produces every error message.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -131,9 +130,7 @@ def _one_point(k, x, Y, check_finite: bool):
     if x.shape != Y.shape[1:] or not (one_dim or Y.ndim == 2):
         return None
     c = _constants(k)
-    # x is one point: a scalar check costs less than an array's.
-    finite_x = math.isfinite(x) if x.ndim == 0 else all_finite(x)
-    if c is None or (check_finite and not (finite_x and all_finite(Y))):
+    if c is None or (check_finite and not all_finite(x, Y)):
         return None
     return c, one_dim
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -243,20 +244,25 @@ def all_finite(*arrays) -> bool:
     """Whether every entry of these NumPy arrays (None skipped) is finite, in one pass each
     and no buffer.
 
-    A sum of squares (one BLAS dot) is NaN or inf whenever an entry is; when it is not finite
-    only through overflow (entries beyond about 1e154 in float64), the exact check decides.
-    One ``errstate`` for all of them: entering it costs more than a small array's dot.
+    A sum of squares (one BLAS dot, 0.3 us for 300 numbers) is NaN or inf whenever an entry
+    is; when it is not finite only through overflow, the exact check decides. That overflow
+    needs entries near 1e150 in float64 (1e17 in float32), where the kernel's own squared
+    distances overflow too, and NumPy then warns of it; no ``errstate`` guards the dot, since
+    entering one would cost three times the dot on every call.
     """
-    with np.errstate(over="ignore"):
-        for A in arrays:
-            if A is None or A.dtype.kind != "f" or A.size == 0:
+    for A in arrays:
+        if A is None or A.dtype.kind != "f":
+            continue
+        if A.ndim == 0:
+            if math.isfinite(A):
                 continue
-            if A.flags.c_contiguous:
-                flat = A.reshape(-1)
-                if np.isfinite(flat.dot(flat)):
-                    continue
-            if not np.isfinite(A).all():
-                return False
+        elif A.ndim == 1 or A.flags.c_contiguous:
+            flat = A if A.ndim == 1 else A.reshape(-1)
+            # math.isfinite on the dot's scalar: a tenth of np.isfinite's cost.
+            if math.isfinite(flat.dot(flat)):
+                continue
+        if not np.isfinite(A).all():
+            return False
     return True
 
 
