@@ -30,6 +30,7 @@ from pathlib import Path
 import jax
 
 from . import policy
+from .identity import IdentityCache
 
 
 def _context_settings():
@@ -132,20 +133,19 @@ def jit(fun=None, **options):
         return functools.partial(jit, **options)
     # One traced function per policy: a program traced under one policy's blocks or
     # thresholds is never reused under another's. JAX keys its trace cache on the function
-    # object, so each policy gets a wrapper of its own. Looked up by identity, with the
-    # policy held, which costs far less than hashing it on every call.
-    per_policy: dict[int, tuple] = {}
+    # object, so each policy gets a wrapper of its own. Looked up by identity, which costs
+    # far less than hashing the policy on every call.
+    per_policy = IdentityCache()
+
+    def jit_under(chosen):
+        @functools.wraps(fun)
+        def under_this_policy(*args, **kwargs):
+            return fun(*args, **kwargs)
+
+        return jax.jit(under_this_policy, **options)
 
     def jitted_for(chosen):
-        hit = per_policy.get(id(chosen))
-        if hit is None or hit[0] is not chosen:
-
-            @functools.wraps(fun)
-            def under_this_policy(*args, **kwargs):
-                return fun(*args, **kwargs)
-
-            hit = per_policy[id(chosen)] = (chosen, jax.jit(under_this_policy, **options))
-        return hit[1]
+        return per_policy.get(chosen, jit_under)
 
     @functools.wraps(fun)
     def call(*args, **kwargs):

@@ -27,7 +27,8 @@ import numpy as np
 
 from . import kernels as K
 from . import policy
-from .inputs import IdentityCache, all_finite
+from .identity import IdentityCache
+from .inputs import all_finite
 
 _DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 

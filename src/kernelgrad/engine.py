@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import compile_cache, ops, padding, policy, sharding, symmetric
-from .inputs import IdentityCache, Problem, facts, local_x64
+from .identity import IdentityCache
+from .inputs import Problem, facts, local_x64
 
 
 def _namespace_call(op: str, method: str, kernel, xp, X, Y, W):
@@ -46,8 +47,8 @@ def _compiled(kernel, X, Y, W, *, op, method):
 #: How many kernels' flattened parts, and how many compiled programs, are kept.
 CACHE_SIZE = 256
 
-_executables: dict[tuple, object] = {}
-_policies: dict[int, policy.Policy] = {}
+#: Compiled programs, per policy (which shapes their traces).
+_EXECUTABLES = IdentityCache()
 
 
 def _remember(cache: dict, key, value):
@@ -92,11 +93,9 @@ def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = Fal
     # Y = X is traced as one argument: XLA then shares the work on Y with the work on X.
     Y = None if Y is X else Y
     shapes = (X.shape, X.dtype, None if Y is None else Y.shape, None if W is None else W.shape)
-    # Keyed by the policy too (held, so its id stays unique): it shapes the trace.
-    chosen = policy.current()
-    _policies.setdefault(id(chosen), chosen)
-    key = (op, method, signature, values if specialise else None, shapes, id(chosen))
-    exe = _executables.get(key)
+    executables = _EXECUTABLES.get(policy.current(), lambda chosen: {})
+    key = (op, method, signature, values if specialise else None, shapes)
+    exe = executables.get(key)
     if exe is None:
         treedef = signature[0]
 
@@ -110,7 +109,7 @@ def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = Fal
                 exe = _without_leaves(_faster(fixed, (X, Y, W)))
             else:
                 exe = jax.jit(program).lower(leaves, X, Y, W).compile()
-        _remember(_executables, key, exe)
+        _remember(executables, key, exe)
     if X.dtype == np.float64:
         # The executable checks its float64 arguments against the x64 mode of the call.
         with jax.enable_x64(True):

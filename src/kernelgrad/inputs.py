@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import hessian, padding, policy
+from .identity import IdentityCache
 from .kernels import AbstractKernel
 from .kernels import kernel as as_kernel
 
@@ -60,32 +61,6 @@ class KernelFacts(NamedTuple):
     traced: bool  # some hyperparameter is a JAX tracer (inside jax.grad over the kernel)
 
 
-class IdentityCache:
-    """Values worked out from immutable objects (kernels), looked up by identity.
-
-    Each entry holds its object, so the object's id cannot be reused while the entry lives;
-    a kernel's leaves are read-only arrays (see ``kernels.positive``), so an entry never goes
-    stale. Nothing is stored on the (frozen) object itself. Bounded: the oldest entry goes
-    first.
-    """
-
-    def __init__(self, size: int = 256):
-        self._entries: dict[int, tuple] = {}
-        self._size = size
-
-    def get(self, obj, compute, *, keep=lambda value: True):
-        """``compute(obj)``, worked out once per object; not kept where ``keep`` says no."""
-        hit = self._entries.get(id(obj))
-        if hit is not None and hit[0] is obj:
-            return hit[1]
-        value = compute(obj)
-        if keep(value):
-            if len(self._entries) >= self._size:
-                self._entries.pop(next(iter(self._entries)))
-            self._entries[id(obj)] = (obj, value)
-        return value
-
-
 def _work_out_facts(k: AbstractKernel) -> KernelFacts:
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(k))
     return KernelFacts(k.has_closed_form, k.ard_dims, traced)
@@ -107,9 +82,9 @@ def facts(k: AbstractKernel) -> KernelFacts:
 #: Kernels with pair functions already traced once at a (d, dtype): keyed by structure
 #: (which holds the functions), so that a raw callable wrapped anew on every call is found.
 _PROBED: set = set()
-#: The same, by kernel identity (the kernel is held, so its id is not reused): a lookup
-#: costs 0.2 us where flattening a kernel for its structure costs 1-3 us.
-_PROBED_IDS: dict = {}
+#: The (d, dtype)s each kernel was probed at, found by identity: a lookup costs 0.2 us where
+#: flattening a kernel for its structure costs 1-3 us.
+_PROBED_BY_KERNEL = IdentityCache(1024)
 
 
 def probe_pair_functions(k: AbstractKernel, d: int, dtype) -> None:
@@ -117,16 +92,15 @@ def probe_pair_functions(k: AbstractKernel, d: int, dtype) -> None:
     with NumPy fails here, with its TypeError (see :class:`kernels.PairFunction`), rather
     than deep inside the engine's first program. Other errors are left to the real call."""
     dtype = np.dtype(dtype)
-    held = _PROBED_IDS.get((id(k), d, dtype))
-    if held is not None and held is k:
+    probed = _PROBED_BY_KERNEL.get(k, lambda k: set())
+    if (d, dtype) in probed:
         return
     key = (jax.tree.structure(k), d, dtype)
     if key not in _PROBED:
         _trace_once(k, d, dtype)
         if len(_PROBED) < 1024:
             _PROBED.add(key)
-    if len(_PROBED_IDS) < 1024:
-        _PROBED_IDS[(id(k), d, dtype)] = k
+    probed.add((d, dtype))
 
 
 def _trace_once(k: AbstractKernel, d: int, dtype) -> None:
