@@ -68,7 +68,7 @@ _FIRST_CALL = textwrap.dedent(
     t0 = time.perf_counter()
     import jax, numpy as np
     import kernelgrad as kg
-    from kernelgrad import compile_cache
+    from kernelgrad.execution import compile_cache
     imported = time.perf_counter() - t0
     X = jax.device_put(np.random.default_rng(0).uniform(-1, 1, (150, 3)).astype(np.float32))
     t0 = time.perf_counter()

@@ -41,9 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import kernelgrad as kg
-from kernelgrad import engine
 from kernelgrad.bench import forum
 from kernelgrad.bench.hand import xla_closed_form
+from kernelgrad.execution import engine
 
 FORUM_KERNEL = forum.rbf_kernel_fixed
 XLA_DIFF = xla_closed_form("grad_map", "diff")

@@ -3,13 +3,13 @@
 Run: ``python benchmarks/crossover.py [--n ...] [--sym-n ...]``
 
 1. **Eager NumPy against one jitted XLA program.** For each n it times the same closed-form
-   rules (``kernelgrad.rules``) on NumPy float64 input: eagerly in NumPy, and through the
-   engine with its eager path switched off (warmed, with the local x64 context, padding and
+   rules (``kernelgrad.derivatives.rules``) on NumPy float64 input: eagerly in NumPy, and through
+   the engine with its eager path switched off (warmed, with the local x64 context, padding and
    copies back to NumPy that a real call pays). It prints the ratio and the largest n * m
    at which NumPy is still faster.
 2. **Symmetric blocks against the unsymmetric program** for ``grad_sum`` with Y = X: the
    same call with Y passed as a copy of X (so symmetry cannot be used), against
-   ``kernelgrad.symmetric``. It prints the smallest n from which the symmetric path wins.
+   ``kernelgrad.execution.symmetric``. It prints the smallest n from which the symmetric path wins.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 import kernelgrad as kg
-from kernelgrad import engine, inputs, symmetric
+from kernelgrad.execution import engine, inputs, symmetric
 
 
 def best_of(fn, number: int) -> float:

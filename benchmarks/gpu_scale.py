@@ -44,7 +44,7 @@ import numpy as np
 from jax import lax
 
 import kernelgrad as kg
-from kernelgrad import reductions, sharding
+from kernelgrad.execution import reductions, sharding
 
 FULL = {
     "n": 1_000_000,

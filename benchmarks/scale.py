@@ -75,7 +75,7 @@ _DENSE = textwrap.dedent(
     import json, statistics, sys, time
     import jax, jax.numpy as jnp, numpy as np
     import kernelgrad as kg
-    from kernelgrad import engine, reductions, sharding
+    from kernelgrad.execution import engine, reductions, sharding
     n, repeats, dtype = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     tiled_too = len(sys.argv) > 4
     rng = np.random.default_rng(0)
@@ -112,7 +112,7 @@ _BLOCKS = textwrap.dedent(
     import json, statistics, sys, time
     import jax, numpy as np
     import kernelgrad as kg
-    from kernelgrad import reductions, sharding
+    from kernelgrad.execution import reductions, sharding
     n, m, repeats, dtype = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     shapes = json.loads(sys.argv[5])
     rng = np.random.default_rng(0)
@@ -174,7 +174,7 @@ _DIFFERENCE_FORM = textwrap.dedent(
     import json, statistics, sys, time
     import jax, jax.numpy as jnp, numpy as np
     import kernelgrad as kg
-    from kernelgrad import reductions
+    from kernelgrad.execution import reductions
 
     def difference_tile(X, Y, w):  # RBF, unit lengthscale: -sum_j w_j k_ij (x_i - y_j)
         diffs = [X[:, a, None] - Y[None, :, a] for a in range(X.shape[1])]

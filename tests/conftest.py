@@ -40,7 +40,7 @@ def x64_unchanged():
 @pytest.fixture
 def policy_with():
     """``policy_with(field=value, ...)`` runs the rest of the test under the current policy
-    with those fields changed (``kernelgrad.policy.use``), instead of patching globals."""
+    with those fields changed (``kernelgrad.execution.policy.use``), instead of patching globals."""
     stack = contextlib.ExitStack()
 
     def change(**fields):

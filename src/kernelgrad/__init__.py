@@ -26,21 +26,24 @@ from .transforms import cross_hessian
 from .transforms import laplacian_sum
 from .transforms import Plan
 from .transforms import explain
-from . import policy
+from .execution import policy
+from .execution import sharding
+from .execution.memory import DenseTooLargeError
 
 __version__ = "0.1.0"
 
 # The persistent compilation cache is on by default; KERNELGRAD_NO_COMPILE_CACHE=1 turns it off.
-from . import compile_cache as _compile_cache
+from .execution import compile_cache
 
-_compile_cache.enable_default()
-from .gradient_kernel import GradientGram  # noqa: E402 (after the compile-cache call above)
-from .gradient_kernel import gradient_gram  # noqa: E402 (after the compile-cache call above)
-from .hyper import hyper_grad  # noqa: E402 (after the compile-cache call above)
-from .gp import GradientGP  # noqa: E402 (after the compile-cache call above)
-from .gp import Posterior  # noqa: E402 (after the compile-cache call above)
-from .gp import FitResult  # noqa: E402 (after the compile-cache call above)
-from .gp import fit  # noqa: E402 (after the compile-cache call above)
+
+compile_cache.enable_default()
+from .gp.gradient_kernel import GradientGram  # noqa: E402 (after the compile-cache call above)
+from .gp.gradient_kernel import gradient_gram  # noqa: E402 (after the compile-cache call above)
+from .gp.hyper import hyper_grad  # noqa: E402 (after the compile-cache call above)
+from .gp.gradient_gp import GradientGP  # noqa: E402 (after the compile-cache call above)
+from .gp.gradient_gp import Posterior  # noqa: E402 (after the compile-cache call above)
+from .gp.gradient_gp import FitResult  # noqa: E402 (after the compile-cache call above)
+from .gp.gradient_gp import fit  # noqa: E402 (after the compile-cache call above)
 
 __all__ = [
     "AbstractKernel",
@@ -68,6 +71,9 @@ __all__ = [
     "Plan",
     "explain",
     "policy",
+    "sharding",
+    "compile_cache",
+    "DenseTooLargeError",
     "cross_hessian",
     "laplacian_sum",
     "GradientGram",

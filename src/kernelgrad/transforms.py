@@ -3,7 +3,7 @@ cross_hessian.
 
 Each takes a kernel, points and a ``mode``:
 
-* ``"closed"``: analytic rules (:mod:`kernelgrad.rules`); not for plain pair functions.
+* ``"closed"``: analytic rules (:mod:`kernelgrad.derivatives.rules`); not for plain pair functions.
 * ``"forward"``: JVPs, one per input dimension, shared by all points.
 * ``"reverse"``: VJPs; one reverse pass for a weighted sum, batched per-pair passes otherwise.
 * ``"auto"`` (default): closed form where it exists, else the cheaper AD mode for the shape.
@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from . import eager, engine, memory
-from .inputs import MODES, Problem, prepare, resolve_method
+from .execution import eager, engine, memory
+from .execution.inputs import MODES, Problem, prepare, resolve_method
 
 #: What a transform returns: a NumPy array for NumPy input, a JAX array for JAX input.
 Out = Array | np.ndarray

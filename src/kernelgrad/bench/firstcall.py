@@ -17,8 +17,8 @@ import time
 
 def main(argv: list[str]) -> None:
     peer_name, n, dtype, device = argv[0], int(argv[1]), argv[2], argv[3]
-    from kernelgrad import compile_cache
     from kernelgrad.bench import peers as P
+    from kernelgrad.execution import compile_cache
 
     peer = P.get_peer(peer_name)
     out: dict = {}

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import kernelgrad as kg
-from kernelgrad import reductions
+from kernelgrad.execution import reductions
 
 from . import forum
 from .hand import numpy_closed_form, xla_closed_form

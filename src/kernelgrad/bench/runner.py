@@ -44,7 +44,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .. import compile_cache
+from ..execution import compile_cache
 from . import peers as P
 
 GIB = 1 << 30

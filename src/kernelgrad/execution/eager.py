@@ -1,0 +1,240 @@
+"""Small closed-form problems on NumPy points, with almost no per-call overhead.
+
+At n = 100 a whole kernel matrix or grad map is 10-20 us of arithmetic. The general path
+(validation into a :class:`~kernelgrad.execution.inputs.Problem`, the term machinery of
+:mod:`kernelgrad.derivatives.rules`) costs a fair share of that again, and a jitted JAX call costs 5
+us of dispatch before any work. So for the commonest calls, a stationary kernel with one
+lengthscale on NumPy points of one float dtype, this module checks the few facts it relies
+on and evaluates the profile rule directly (w = 1 / l^2 is the squared-distance weight,
+s_ij = w |x_i - y_j|^2):
+
+    k(x_i, y_j)                      = v f(s_ij)
+    d/dx_i k(x_i, y_j)               = 2 v w f'(s_ij) (x_i - y_j)
+    sum_j u_j d/dx_i k(x_i, y_j)     = 2 v w [sum_j f'(s_ij) u_j (x_i - y_j)]
+
+Every (n, m) array is written in place: one buffer for the Gram matrix, two for the grad
+map. Beyond NumPy's small-array cache each fresh buffer costs page faults, which on some
+machines cost more than the exps. For RBF, f(s) = exp(-s / 2) and f' = -f / 2, so the
+constants fold into the exponent. Anything else returns ``None`` and the caller takes the
+general path, which also produces every error message.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import kernels as K
+from . import policy
+from .identity import IdentityCache
+from .inputs import all_finite
+
+_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+class _Constants(NamedTuple):
+    profile: type  # the kernel class, whose static f and df are the profile and its slope
+    params: tuple  # profile hyperparameters (RQ's alpha, ...) as NumPy scalars
+    rbf: bool  # f(s) = exp(-s / 2), so f'(s) = -f(s) / 2
+    inv_sq: float  # w = 1 / l^2
+    variance: float
+    # Per dtype, 0-d arrays: NumPy multiplies by a 0-d array of the same dtype about 250 ns
+    # faster than by a Python float, which it must convert on every call.
+    scale: dict  # multiplies |x - y|^2: w, or -w / 2 for RBF (exp's argument)
+    factor: dict  # multiplies f'-or-f: 2 v w, or -v w for RBF
+
+
+def _per_dtype(value: float) -> dict:
+    return {dtype: np.asarray(value, dtype) for dtype in _DTYPES}
+
+
+def _constants(k) -> _Constants | None:
+    """The folded constants of ``k``, worked out once per kernel; None if it doesn't qualify.
+
+    Only kernels whose leaves are NumPy arrays qualify, so a kernel rebuilt by a JAX
+    transformation (with traced leaves) never does, and is not kept.
+    """
+    return _CONSTANTS.get(k, _fold, keep=lambda known: known is not None)
+
+
+_CONSTANTS = IdentityCache()
+
+
+def _fold(k) -> _Constants | None:
+    cls = type(k)
+    leaves = (k.variance, k.lengthscale) if issubclass(cls, K.AbstractStationaryKernel) else ()
+    qualifies = bool(leaves) and all(type(a) is np.ndarray and a.ndim == 0 for a in leaves)
+    if not qualifies:
+        return None
+    inv_sq = float(k.inverse_sq_scale(np, np.float64))
+    params = k.profile_params(np, np.float64)
+    if not all(type(p) is np.ndarray or isinstance(p, float) for p in params):
+        return None
+    variance = float(k.variance)
+    coef = 2.0 * variance * inv_sq  # (2 v w) f'(s) (x - y)
+    rbf = issubclass(cls, K.RBF)
+    # RBF: (2 v w) f'(s) = -(v w) exp(-s / 2), w folded into exp's argument.
+    scale, factor = (-0.5 * inv_sq, -0.5 * coef) if rbf else (inv_sq, coef)
+    return _Constants(cls, params, rbf, inv_sq, variance, _per_dtype(scale), _per_dtype(factor))
+
+
+def _as_2d(X, dtype):
+    """(X as (n, d), one_dim), or None unless X is a non-empty NumPy array of ``dtype``."""
+    if type(X) is not np.ndarray or X.dtype != dtype or X.ndim == 0 or X.shape[0] == 0:
+        return None
+    if X.ndim == 1:
+        return X[:, None], True
+    if X.ndim == 2 and X.shape[1] > 0:
+        return X, False
+    return None
+
+
+def _pairs(k, X, Y, w, max_work: int, check_finite: bool):
+    """(constants, X2, Y2, one_dim) for an eager pairwise call, or None if it does not apply
+    (also when ``check_finite`` finds a NaN or inf: the general path names it)."""
+    if type(X) is not np.ndarray or X.dtype not in _DTYPES:
+        return None
+    found = _as_2d(X, X.dtype)
+    if found is None:
+        return None
+    X2, one_dim = found
+    if Y is None:
+        Y2 = X2
+    else:
+        found = _as_2d(Y, X.dtype)
+        if found is None or found[1] != one_dim or found[0].shape[1] != X2.shape[1]:
+            return None
+        Y2 = found[0]
+    if X2.shape[0] * Y2.shape[0] * (X2.shape[1] + 1) > max_work:
+        return None
+    if w is not None and (
+        type(w) is not np.ndarray or w.dtype != X.dtype or w.shape != Y2.shape[:1]
+    ):
+        return None
+    c = _constants(k)
+    if c is None or (check_finite and not all_finite(X, Y, w)):
+        return None
+    return c, X2, Y2, one_dim
+
+
+def _one_point(k, x, Y, check_finite: bool):
+    """(constants, one_dim) for an eager ``grad``, or None if it does not apply."""
+    # Cheapest checks first: this function's whole budget is about a microsecond.
+    if type(Y) is not np.ndarray or not 0 < Y.shape[0] <= policy.current().lean_grad_max_points:
+        return None
+    dtype = Y.dtype
+    if not isinstance(x, np.ndarray | np.generic) or x.dtype != dtype or dtype not in _DTYPES:
+        return None
+    # 1-D points need a scalar x; (m, d) points need x of shape (d,).
+    one_dim = Y.ndim == 1
+    if x.shape != Y.shape[1:] or not (one_dim or Y.ndim == 2):
+        return None
+    c = _constants(k)
+    if c is None or (check_finite and not all_finite(x, Y)):
+        return None
+    return c, one_dim
+
+
+def applies(op: str, k, X, Y=None, weights=None, check_finite: bool = True) -> bool:
+    """Whether ``op`` (``"grad"``, ``"gram"`` or ``"grad_sum"``) runs on this lean path."""
+    if op == "grad":
+        return _one_point(k, X, Y, check_finite) is not None
+    if op in ("gram", "grad_sum"):
+        return _pairs(k, X, Y, weights, _max_work(op), check_finite) is not None
+    return False
+
+
+def _squared_distance(X, Y):
+    """|x_i - y_j|^2 as a new (n, m) array, summed from raw differences (exact at r = 0)."""
+    out = np.subtract.outer(X[:, 0], Y[:, 0])
+    np.multiply(out, out, out=out)
+    if X.shape[1] > 1:
+        scratch = np.empty_like(out)
+        for a in range(1, X.shape[1]):
+            np.subtract.outer(X[:, a], Y[:, a], out=scratch)
+            np.multiply(scratch, scratch, out=scratch)
+            out += scratch
+    return out
+
+
+def _profile(c: _Constants, sq, derivative: bool):
+    """v f(w sq), or f'(w sq) for ``derivative`` (RBF: exp(-w sq / 2)), in sq's dtype.
+
+    Overwrites ``sq``. The factor in front of f' is left to the caller.
+    """
+    dtype = sq.dtype
+    sq *= c.scale[dtype]
+    if c.rbf:
+        out = np.exp(sq, out=sq)
+    else:
+        fn = c.profile.df if derivative else c.profile.f
+        # Profile hyperparameters are float64 arrays: cast back to the points' dtype.
+        out = fn(np, sq, c.params).astype(dtype, copy=False)
+    if not derivative and c.variance != 1.0:
+        out *= c.variance
+    return out
+
+
+def gram(k, X, Y, check_finite: bool = True):
+    """K[i, j] = k(x_i, y_j) as (n, m), or None when this path does not apply."""
+    found = _pairs(k, X, Y, None, _max_work("gram"), check_finite)
+    if found is None:
+        return None
+    c, X2, Y2, _ = found
+    return _profile(c, _squared_distance(X2, Y2), derivative=False)
+
+
+def grad_sum(k, X, Y, w, check_finite: bool = True):
+    """G[i] = sum_j w_j d/dx_i k(x_i, y_j) as (n, d), (n,) for 1-D points; or None."""
+    found = _pairs(k, X, Y, w, _max_work("grad_sum"), check_finite)
+    if found is None:
+        return None
+    c, X2, Y2, one_dim = found
+    dtype = X2.dtype
+    if one_dim:
+        # Raw differences: exact for near-duplicates, and exactly 0 at r = 0 (Matern 1/2's
+        # zero subgradient, whose f' is 0 there by convention).
+        diff = np.subtract.outer(X2[:, 0], Y2[:, 0])
+        slope = _profile(c, diff * diff, derivative=True)
+        slope *= diff
+        G = slope.sum(axis=1) if w is None else slope @ w
+        G *= c.factor[dtype]
+        return G
+    # sum_j f'_ij u_j (x_i - y_j) = x_i (F u)_i - (F (u y))_i: one (m, d + 1) matrix product,
+    # on points centred on Y's mean so that the two parts cancel as little as possible.
+    centre = Y2.mean(axis=0)
+    rhs = np.empty((Y2.shape[0], Y2.shape[1] + 1), dtype)
+    rhs[:, 0] = 1.0 if w is None else w
+    np.subtract(Y2, centre, out=rhs[:, 1:])
+    if w is not None:
+        rhs[:, 1:] *= w[:, None]
+    slope = _profile(c, _squared_distance(X2, Y2), derivative=True)
+    sums = slope @ rhs
+    G = (X2 - centre) * sums[:, :1]
+    G -= sums[:, 1:]
+    G *= c.factor[dtype]
+    return G
+
+
+def grad(k, x, Y, check_finite: bool = True):
+    """d/dx k(x, y_j) for every row of Y, or None when this fast path does not apply."""
+    found = _one_point(k, x, Y, check_finite)
+    if found is None:
+        return None
+    c, one_dim = found
+    diff = x - Y
+    s = diff * diff if one_dim else np.einsum("ja,ja->j", diff, diff)
+    slope = _profile(c, s, derivative=True)
+    slope *= c.factor[Y.dtype]
+    if one_dim:
+        slope *= diff  # in place: one allocation fewer, on a call that costs a few of them
+        return slope
+    return slope[:, None] * diff
+
+
+def _max_work(op: str) -> int:
+    """The most pairs times (d + 1) that ``op`` runs on this path (the policy's lean limits:
+    beyond them one jitted XLA program, fused and on every core, is faster)."""
+    chosen = policy.current()
+    return chosen.lean_gram_max_work if op == "gram" else chosen.lean_grad_sum_max_work

@@ -1,0 +1,162 @@
+"""Every measured threshold of the engine, in one object per platform.
+
+Each number below is where one way of computing started to beat another in a measurement
+(the benchmark that measured it is named with it). They were measured on the CPU; a platform
+without measurements of its own starts from the CPU's values, and :data:`GPU` changes only
+what is known to differ there.
+
+The engine reads :func:`current`. A caller (or a test) runs with other values by passing a
+policy rather than editing module globals::
+
+    import dataclasses, kernelgrad as kg
+    with kg.policy.use(dataclasses.replace(kg.policy.current(), tiled_min_pairs=10_000)):
+        kg.grad_sum(k, X)          # tiled from 10,000 pairs on
+
+Programs traced under one policy are never reused under another (see
+:func:`kernelgrad.execution.compile_cache.jit`), so values that shape a trace (blocks, the
+expansion's dimension) take effect at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """The engine's thresholds for one platform."""
+
+    # ------------------------------------------------------------------- eager NumPy
+    #: Closed-form work on NumPy inputs with at most this many (i, j) pairs (times d for a
+    #: jacobian) runs eagerly in NumPy: JAX's fixed cost per call exceeds the whole
+    #: computation below it (``benchmarks/crossover.py``).
+    eager_max_pairs: int = 40_000
+    #: The same for cross-Hessians, counted in output entries (n m d^2).
+    eager_cross_hessian_max_entries: int = 200_000
+    #: The lean NumPy ``grad`` (:mod:`kernelgrad.execution.eager`) up to this many points: beyond it
+    #: the general path's fixed cost no longer matters.
+    lean_grad_max_points: int = 4096
+    #: The lean Gram matrix and grad map up to this many pairs times (d + 1); beyond it one
+    #: jitted XLA program (fused, on every core) is faster. On 2 shared cores (RBF, float64,
+    #: interleaved medians), lean against the jitted difference form: the Gram matrix 103
+    #: against 132 us at n = 300 and 300 against 275 us at n = 500 (d = 1), 107 against 109
+    #: us at n = 200 and 264 against 187 us at n = 300 (d = 3); the grad map 58 against 80 us
+    #: at n = 200 and 137 against 105 us at n = 300 (d = 1), 135 against 193 us at n = 200 and
+    #: 316 against 286 us at n = 300 (d = 3).
+    lean_gram_max_work: int = 240_000
+    lean_grad_sum_max_work: int = 120_000
+
+    # ------------------------------------------------------------- size buckets, hot sizes
+    #: Below this many points a dense problem is padded to it.
+    min_bucket: int = 16
+    #: From this many points on, padding waste costs more than compiling: buckets get finer
+    #: (:func:`kernelgrad.execution.padding.dense_bucket`).
+    fine_buckets_from: int = 512
+    #: Tiled programs are compiled for sizes rounded up to one of this many steps per octave
+    #: (:func:`kernelgrad.execution.padding.fine_bucket`): at most 1/32 of padding.
+    tiled_buckets_per_octave: int = 32
+    #: A host problem's exact sizes get their own program (no padding, specialised to the
+    #: kernel's values) from this many calls on: a compile (tens of ms) is earned back.
+    hot_calls: int = 64
+    #: Slices of concrete JAX results up to this size go through host memory: a copy this
+    #: small costs less than compiling a slice program for every new n.
+    host_slice_max_bytes: int = 1 << 24
+
+    # ------------------------------------------------------------------ closed forms
+    #: NumPy sums squared distances from per-dimension differences up to this many
+    #: dimensions (exact); above it the expansion |x|^2 + |y|^2 - 2 x.y uses one matmul.
+    difference_form_max_dims: int = 8
+    #: XLA uses the expansion from this many dimensions on: XLA:CPU fuses its matrix
+    #: product, the profile and the sum over j into one tiled kernel (the forum's
+    #: vmap(jacfwd) gets its speed at d = 3 from the same fusion).
+    xla_expansion_min_dims: int = 2
+    #: A weighted grad map in more dimensions than this takes one reverse pass rather than
+    #: d forward passes, when no closed form exists.
+    forward_max_dims_for_sum: int = 2
+
+    # ------------------------------------------------------------- matrix-free reductions
+    #: grad_sum and gram_matvec switch from one dense program to the tiled one above this
+    #: many (i, j) pairs (``benchmarks/scale.py --crossover``, RBF, d = 3: below n = m = 1536
+    #: the two trade places within noise; from there the tiled program is 1.4-1.8x ahead in
+    #: float64, as the dense program's n x m intermediates fall out of cache).
+    tiled_min_pairs: int = 1536 * 1536
+    #: The tiles' (rows, columns): from 512 x 2048 to 8 x 131072 ran within 20% on the CPU
+    #: (``benchmarks/scale.py --blocks``, n = 2048, m = 131072), 512 x 2048 the fastest in
+    #: both dtypes; its tile is 1M pairs (8 MB of float64 coefficients), near the cache.
+    tile_blocks: tuple[int, int] = (512, 2048)
+    #: Y and the weights are streamed in column chunks when replicating them on every
+    #: device would take more than this many bytes per device.
+    replicated_columns_max_bytes: int = 1 << 30
+    #: The symmetric (Y = X) grad map, each exp serving (i, j) and (j, i), in d > 1 from
+    #: this many points (``benchmarks/crossover.py --sym-n``: 0.98, 0.93 and 0.90 of the
+    #: unsymmetric time at 3072, 4096 and 8192 points in d = 3; in d = 1 the fused
+    #: unsymmetric program stays faster, 1.08-1.12).
+    symmetric_min_points: int = 4096
+    #: Rows per symmetric block: a block x block float64 coefficient matrix (512 KiB) stays
+    #: in L2 cache.
+    symmetric_block: int = 256
+
+    # -------------------------------------------------------------- gradient operator, GP
+    #: (rows, columns) of the AD gradient-kernel matvec: its tape holds rows x cols x d
+    #: numbers, 256 x 256 x 100 float64 = 52 MB.
+    gradient_ad_blocks: tuple[int, int] = (256, 256)
+    #: (rows, columns) of the closed-form gradient-kernel matvec, whose tiles are matmuls
+    #: with an inner dimension of d: at n = 1000, d = 100 on 2 cores, medians of 7 runs gave
+    #: 74 ms for 16 x 65536, 61 ms for 256 x 1024, 60 ms for 512 x 2048 and 131 ms for
+    #: 1024 x 1024.
+    gradient_closed_blocks: tuple[int, int] = (256, 2048)
+    #: ``GradientGP.condition(method="auto")`` factorises the dense covariance up to this
+    #: many observations: 4000^2 float64 is 128 MB and a second of work.
+    cholesky_max: int = 4000
+
+
+#: Measured on 2-core x86 CPUs (see each field).
+CPU = Policy()
+
+#: GPUs want bigger tiles to fill the device: 1024 x 8192 is 8M pairs per step
+#: (``benchmarks/gpu_scale.py`` sweeps others). Everything else is the CPU's until measured.
+GPU = dataclasses.replace(CPU, tile_blocks=(1024, 8192), gradient_closed_blocks=(1024, 8192))
+
+_chosen: contextvars.ContextVar[Policy | None] = contextvars.ContextVar(
+    "kernelgrad_policy", default=None
+)
+
+
+def for_platform(platform: str) -> Policy:
+    """The built-in policy for a JAX platform name ("cpu", "gpu", "cuda", "rocm", ...)."""
+    return GPU if platform in ("gpu", "cuda", "rocm") else CPU
+
+
+@functools.cache
+def _default() -> Policy:
+    # JAX fixes its default backend when it first starts one.
+    return for_platform(jax.default_backend())
+
+
+def current() -> Policy:
+    """The policy in force: the innermost :func:`use`, else the default backend's."""
+    chosen = _chosen.get()
+    return _default() if chosen is None else chosen
+
+
+@contextlib.contextmanager
+def use(policy: Policy):
+    """Run the enclosed calls under ``policy`` (this thread or task only)."""
+    if not isinstance(policy, Policy):
+        raise TypeError(
+            f"use() takes a kernelgrad.policy.Policy, got {type(policy).__name__}; build one "
+            "with dataclasses.replace(kernelgrad.policy.current(), field=value)."
+        )
+    token = _chosen.set(policy)
+    try:
+        yield policy
+    finally:
+        _chosen.reset(token)
+
+
+__all__ = ["CPU", "GPU", "Policy", "current", "for_platform", "use"]

@@ -1,0 +1,502 @@
+"""A Gaussian process conditioned on values and gradients.
+
+The prior is f ~ GP(0, k). Observations at n points X (n, d) are the values y (n,) and,
+optionally, the gradients G (n, d), each with independent Gaussian noise:
+
+    y_i = f(x_i) + e_i,          e_i ~ N(0, value_noise)
+    G_ia = df/dx_a(x_i) + g_ia,  g_ia ~ N(0, gradient_noise)
+
+Their covariance is the gradient-kernel operator of :func:`kernelgrad.gradient_gram`
+(block-major: the n values first, then the n d gradient entries point by point) plus the
+diagonal noise. Without gradients it is the Gram matrix plus ``value_noise``.
+
+**Solving.** :meth:`GradientGP.condition` solves ``A alpha = [y, G.ravel()]`` either by an
+exact Cholesky factorisation of the dense (n (d + 1))^2 matrix, O(n^3 d^3) time and
+O(n^2 d^2) memory, or by conjugate gradients on the lazy operator, O(n^2 d) time per
+iteration and O(n d) memory, preconditioned by the inverse diagonal (Jacobi). ``"auto"``
+picks Cholesky up to the policy's ``cholesky_max`` observations
+(:mod:`kernelgrad.execution.policy`).
+
+**Hyperparameter convention.** Every hyperparameter is positive: the kernel's array leaves
+(variance, lengthscale, alpha, period, scale, offset) and both noise variances. Noise values
+are *variances*, not standard deviations. :func:`fit` optimises them in **log space**,
+theta = exp(eta) with eta unconstrained, so positivity needs no clipping and one learning
+rate suits hyperparameters of any scale. It maximises the exact log marginal likelihood,
+with gradients by ``jax.grad`` through the kernel pytree (the closed-form rules are
+differentiable in the hyperparameters). Leaves that are exactly 0 (a polynomial offset of 0)
+have no logarithm and stay fixed, as do all leaves named in ``fixed``.
+
+Every float64 NumPy computation runs under a *local* ``jax.enable_x64``: results are float64
+without touching JAX's global configuration. Results come back as NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float
+
+from ..derivatives import autodiff, hessian, rules
+from ..execution import compile_cache, policy, reductions
+from ..execution.inputs import library_numpy, local_x64, require_finite
+from ..kernels import AbstractKernel, positive
+from ..kernels import kernel as as_kernel
+from . import gradient_kernel
+
+#: Default cap on conjugate-gradient iterations. Jacobi-preconditioned CG on a smooth
+#: kernel's covariance converges at a rate set by its condition number, about
+#: variance / noise: small noise needs many iterations, or Cholesky.
+CG_MAXITER = 1000
+
+#: Test points are predicted this many at a time, so that the cross-covariance needed by
+#: the variance, (observations, chunk), stays small.
+PREDICT_CHUNK = 256
+
+
+# --------------------------------------------------------------------------- the covariance
+
+
+class _Covariance(eqx.Module):
+    """The training covariance without noise, traceable: values only, or values and gradients.
+
+    ``method`` is the closed form where the kernel has one, else AD (see
+    :mod:`kernelgrad.gp.gradient_kernel` for the costs of each).
+    """
+
+    kernel: AbstractKernel
+    X: Any  # (n, d)
+    with_gradients: bool = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+
+    @property
+    def size(self) -> int:
+        n, d = self.X.shape
+        return n * (d + 1) if self.with_gradients else n
+
+    def dense(self, Y=None):
+        """Covariance of the observations at X with those at Y (default X): dense."""
+        Y = self.X if Y is None else Y
+        if self.with_gradients:
+            return gradient_kernel.joint_dense(self.kernel, self.X, Y, method=self.method)
+        if self.method == "closed":
+            return rules.gram(self.kernel, jnp, self.X, Y)
+        return autodiff.gram(self.kernel, self.X, Y)
+
+    def matvec(self, V, Y=None):
+        """Covariance times V (m_obs, p), matrix-free and tiled: (n_obs, p)."""
+        Y = self.X if Y is None else Y
+        if self.with_gradients:
+            return gradient_kernel.joint_matvec(
+                self.kernel, self.X, Y, V, method=self.method, row_block=None, col_block=None
+            )
+        ad = "reverse" if self.method != "closed" else "closed"
+        return reductions.gram_matvec(self.kernel, self.X, Y, V, method=ad)
+
+    def diagonal(self):
+        if self.with_gradients:
+            return gradient_kernel.joint_diagonal(self.kernel, self.X, self.X, method=self.method)
+        return jax.vmap(self.kernel)(self.X, self.X)
+
+    def noise(self, value_noise, gradient_noise):
+        """The (n_obs,) noise variances on the diagonal."""
+        n, d = self.X.shape
+        values = jnp.full((n,), value_noise, self.X.dtype)
+        if not self.with_gradients:
+            return values
+        return jnp.concatenate([values, jnp.full((n * d,), gradient_noise, self.X.dtype)])
+
+    def cross(self, Xs):
+        """Covariance of the observations with f at test points Xs: (n_obs, ns)."""
+        if self.method == "closed":
+            K = rules.gram(self.kernel, jnp, self.X, Xs)
+        else:
+            K = autodiff.gram(self.kernel, self.X, Xs)
+        if not self.with_gradients:
+            return K
+        # cov(df/dx_ia, f(xs)) = d k(x_i, xs) / dx_ia: the Jacobian in the first argument.
+        if self.method == "closed":
+            J = rules.jacobian(self.kernel, jnp, self.X, Xs)
+        else:
+            J = autodiff.jacobian_forward(self.kernel, self.X, Xs)
+        n, ns, d = J.shape
+        return jnp.concatenate([K, jnp.transpose(J, (0, 2, 1)).reshape(n * d, ns)], axis=0)
+
+
+def _method(kernel, with_gradients: bool) -> str:
+    if with_gradients:
+        hessian.check_twice_differentiable(kernel, "A GP with gradient observations")
+        return "closed" if kernel.has_closed_form else "forward"
+    return "closed" if kernel.has_closed_form else "reverse"
+
+
+# --------------------------------------------------------------------------- linear algebra
+
+
+class CGInfo(NamedTuple):
+    """How a conjugate-gradient solve ended: iterations run and the worst relative residual."""
+
+    iterations: int
+    relative_residual: float
+
+
+def _warn_unconverged(info: CGInfo, tol: float) -> None:
+    if not info.relative_residual <= tol:
+        warnings.warn(
+            f"conjugate gradients stopped after {info.iterations} iterations with a relative "
+            f"residual of {info.relative_residual:.1e} > tol = {tol:.0e}; raise maxiter or "
+            "the noise variances, or use method='cholesky'.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+@compile_cache.jit(static_argnames=("maxiter",))
+def _pcg(cov: _Covariance, noise, B, tol, *, maxiter: int):
+    """Solve (cov + diag(noise)) Z = B for B (N, p) by Jacobi-preconditioned CG, per column."""
+    inv_diag = 1.0 / (cov.diagonal() + noise)
+
+    def apply(V):
+        return cov.matvec(V) + noise[:, None] * V
+
+    norm_b = jnp.linalg.norm(B, axis=0)
+    Z = jnp.zeros_like(B)
+    R = B
+    P = inv_diag[:, None] * R
+    rz = jnp.sum(R * P, axis=0)
+
+    def cond(state):
+        k, _, R, _, _ = state
+        rel = jnp.max(jnp.linalg.norm(R, axis=0) / jnp.where(norm_b > 0, norm_b, 1.0))
+        return (k < maxiter) & (rel > tol)
+
+    def body(state):
+        k, Z, R, P, rz = state
+        AP = apply(P)
+        step = rz / jnp.where(rz > 0, jnp.sum(P * AP, axis=0), 1.0)
+        Z = Z + step * P
+        R = R - step * AP
+        S = inv_diag[:, None] * R
+        rz_new = jnp.sum(R * S, axis=0)
+        P = S + (rz_new / jnp.where(rz > 0, rz, 1.0)) * P
+        return k + 1, Z, R, P, rz_new
+
+    k, Z, R, _, _ = jax.lax.while_loop(cond, body, (0, Z, R, P, rz))
+    rel = jnp.max(jnp.linalg.norm(R, axis=0) / jnp.where(norm_b > 0, norm_b, 1.0))
+    return Z, k, rel
+
+
+def _log_marginal_likelihood(gp: GradientGP, X, b, with_gradients: bool):
+    """log N(b | 0, A) by a dense Cholesky factorisation; traceable and differentiable."""
+    cov = _Covariance(gp.kernel, X, with_gradients, _method(gp.kernel, with_gradients))
+    A = cov.dense() + jnp.diag(cov.noise(gp.value_noise, gp.gradient_noise))
+    L = jnp.linalg.cholesky(A)
+    z = jax.scipy.linalg.solve_triangular(L, b, lower=True)
+    return (
+        -0.5 * jnp.sum(z * z)
+        - jnp.sum(jnp.log(jnp.diagonal(L)))
+        - 0.5 * b.shape[0] * jnp.log(2.0 * jnp.pi)
+    )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _data(X, y, G):
+    """(X (n, d), b (n_obs,), with_gradients, dtype) as NumPy, checked against each other."""
+    X = np.asarray(X)
+    X = X.astype(np.float64) if X.dtype.kind != "f" else X
+    require_finite("X", X, skippable=False)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2:
+        raise ValueError(f"X must have shape (n, d) or (n,); got {X.shape}.")
+    n, d = X.shape
+    y = np.asarray(y, dtype=X.dtype)
+    if y.shape != (n,):
+        raise ValueError(f"y must have shape ({n},) for X of shape {X.shape}; got {y.shape}.")
+    require_finite("y", y, skippable=False)
+    if G is None:
+        return X, y, False, X.dtype
+    G = np.asarray(G, dtype=X.dtype)
+    if G.shape != (n, d) and not (d == 1 and G.shape == (n,)):
+        raise ValueError(
+            f"G (the gradients) must have shape ({n}, {d}) for X of shape {X.shape}; got {G.shape}."
+        )
+    require_finite("G", G, skippable=False)
+    return X, np.concatenate([y, G.reshape(n * d)]), True, X.dtype
+
+
+class GradientGP(eqx.Module):
+    """A zero-mean GP prior with covariance ``kernel``, observed with Gaussian noise.
+
+    Attributes:
+        kernel: the covariance function (twice differentiable at r = 0 when gradients are
+            observed: not Matern 1/2 or 3/2).
+        value_noise: noise *variance* on each observed value.
+        gradient_noise: noise *variance* on each observed gradient component.
+
+    It is a pytree: ``jax.grad`` of :meth:`log_marginal_likelihood` (called inside
+    ``jax.enable_x64`` for float64) differentiates every hyperparameter and both noises.
+
+    Example:
+        >>> import numpy as np, kernelgrad as kg
+        >>> X = np.linspace(0.0, 1.0, 5)[:, None]
+        >>> gp = kg.GradientGP(kg.RBF(lengthscale=0.3), value_noise=1e-6, gradient_noise=1e-6)
+        >>> post = gp.condition(X, np.sin(X[:, 0]), np.cos(X))
+        >>> bool(abs(post.mean(X[2:3])[0] - np.sin(0.5)) < 1e-4)
+        True
+    """
+
+    kernel: AbstractKernel
+    value_noise: Any
+    gradient_noise: Any
+
+    def __init__(self, kernel, value_noise=1e-6, gradient_noise=1e-6):
+        self.kernel = as_kernel(kernel)
+        self.value_noise = positive("value_noise", value_noise)
+        self.gradient_noise = positive("gradient_noise", gradient_noise)
+
+    @library_numpy
+    def log_marginal_likelihood(self, X, y, G=None):
+        """log p(y, G | X) under this prior, by an exact dense Cholesky factorisation.
+
+        Outside a JAX transformation NumPy float64 inputs give a Python float (computed in
+        float64). Inside one (``jax.grad`` over the GP) it is a traceable JAX scalar; turn on
+        ``jax.enable_x64`` locally for float64.
+        """
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(self)):
+            X = jnp.asarray(X)
+            X = X[:, None] if X.ndim == 1 else X
+            b = jnp.asarray(y) if G is None else jnp.concatenate([y, jnp.reshape(G, (-1,))])
+            return _log_marginal_likelihood(self, X, b, G is not None)
+        X, b, with_gradients, dtype = _data(X, y, G)
+        with local_x64(dtype):
+            lml = _log_marginal_likelihood(self, jnp.asarray(X), jnp.asarray(b), with_gradients)
+            return float(lml)
+
+    @library_numpy
+    def condition(
+        self,
+        X,
+        y,
+        G=None,
+        *,
+        method: str = "auto",
+        tol: float = 1e-8,
+        maxiter: int | None = None,
+    ) -> Posterior:
+        """The posterior given values y (n,) and optionally gradients G (n, d) at X (n, d).
+
+        Args:
+            X, y, G: the observations; ``G=None`` conditions on values only.
+            method: ``"cholesky"`` (dense, exact), ``"cg"`` (matrix-free preconditioned
+                conjugate gradients on the lazy operator) or ``"auto"`` (Cholesky up to
+                the policy's ``cholesky_max`` observations).
+            tol: CG stops when every residual is below ``tol`` times its right-hand side.
+            maxiter: CG iteration cap (default :data:`CG_MAXITER`). A solve that stops above
+                ``tol`` warns, naming its residual: raise the noise, which bounds the
+                condition number, or use Cholesky.
+        """
+        if method not in ("auto", "cholesky", "cg"):
+            raise ValueError(f"method must be 'auto', 'cholesky' or 'cg'; got {method!r}.")
+        X, b, with_gradients, dtype = _data(X, y, G)
+        cov_method = _method(self.kernel, with_gradients)
+        size = b.shape[0]
+        if method == "auto":
+            method = "cholesky" if size <= policy.current().cholesky_max else "cg"
+        with local_x64(dtype):
+            cov = _Covariance(self.kernel, jnp.asarray(X), with_gradients, cov_method)
+            noise = cov.noise(self.value_noise, self.gradient_noise)
+            if method == "cholesky":
+                chol = jnp.linalg.cholesky(cov.dense() + jnp.diag(noise))
+                alpha = jax.scipy.linalg.cho_solve((chol, True), jnp.asarray(b))
+                info = None
+            else:
+                chol = None
+                Z, k, rel = _pcg(
+                    cov, noise, jnp.asarray(b)[:, None], tol, maxiter=maxiter or CG_MAXITER
+                )
+                alpha = Z[:, 0]
+                info = CGInfo(int(k), float(rel))
+                _warn_unconverged(info, tol)
+        return Posterior(self, cov, noise, alpha, chol, method, info, tol, maxiter or CG_MAXITER)
+
+
+class Posterior(eqx.Module):
+    """The GP given its observations: mean, mean gradient and variance at new points.
+
+    Attributes:
+        weights: alpha = A^{-1} [y, G.ravel()], so that the mean is the cross-covariance
+            times alpha.
+        method: ``"cholesky"`` or ``"cg"``.
+        cg_info: iterations and final residual of the CG solve (None for Cholesky).
+    """
+
+    gp: GradientGP
+    cov: _Covariance
+    noise: Any
+    weights: Any
+    chol: Any
+    method: str = eqx.field(static=True)
+    cg_info: CGInfo | None = eqx.field(static=True)
+    tol: float = eqx.field(static=True)
+    maxiter: int = eqx.field(static=True)
+
+    def _points(self, Xs):
+        Xs = np.asarray(Xs, dtype=self.cov.X.dtype)
+        d = self.cov.X.shape[1]
+        if Xs.ndim == 1 and d == 1:
+            Xs = Xs[:, None]
+        if Xs.ndim != 2 or Xs.shape[1] != d:
+            raise ValueError(f"test points must have shape (ns, {d}); got {Xs.shape}.")
+        require_finite("test points", Xs, skippable=False)
+        return Xs
+
+    def _mean_and_gradient(self, Xs):
+        """(mean (ns,), mean gradient (ns, d)) from one product with the cross-covariance."""
+        Xs = self._points(Xs)
+        with local_x64(Xs.dtype):
+            cov = self.cov
+            Xs_j = jnp.asarray(Xs)
+            ns, d = Xs.shape
+            if cov.with_gradients:
+                # The operator from the test points' [f, grad f] to the observations.
+                cross = eqx.tree_at(lambda c: c.X, cov, Xs_j)
+                out = cross.matvec(self.weights, cov.X)
+                return np.asarray(out[:ns]), np.asarray(out[ns:].reshape(ns, d))
+            ad = "closed" if cov.method == "closed" else "reverse"
+            mean = reductions.gram_matvec(cov.kernel, Xs_j, cov.X, self.weights[:, None], method=ad)
+            grad = reductions.grad_sum(cov.kernel, Xs_j, cov.X, self.weights, method=ad)
+            return np.asarray(mean[:, 0]), np.asarray(grad)
+
+    @library_numpy
+    def mean(self, Xs) -> Float[Array, " ns"]:
+        """Posterior mean E[f(x*)] at test points Xs (ns, d): (ns,)."""
+        return self._mean_and_gradient(Xs)[0]
+
+    @library_numpy
+    def mean_gradient(self, Xs) -> Float[Array, "ns d"]:
+        """Gradient of the posterior mean, d E[f(x*)] / dx*, at Xs (ns, d): (ns, d).
+
+        It equals the posterior mean of grad f, since differentiation is linear.
+        """
+        return self._mean_and_gradient(Xs)[1]
+
+    @library_numpy
+    def variance(self, Xs) -> Float[Array, " ns"]:
+        """Posterior variance Var[f(x*)] at Xs (ns, d), without observation noise: (ns,).
+
+        Needs A^{-1} c for the cross-covariance c of each test point: triangular solves
+        after Cholesky, or one multi-column CG solve per :data:`PREDICT_CHUNK` test points.
+        """
+        Xs = self._points(Xs)
+        out = []
+        with local_x64(Xs.dtype):
+            for start in range(0, Xs.shape[0], PREDICT_CHUNK):
+                chunk = jnp.asarray(Xs[start : start + PREDICT_CHUNK])
+                c = self.cov.cross(chunk)  # (n_obs, chunk)
+                prior = jax.vmap(self.cov.kernel)(chunk, chunk)
+                if self.chol is not None:
+                    v = jax.scipy.linalg.solve_triangular(self.chol, c, lower=True)
+                    explained = jnp.sum(v * v, axis=0)
+                else:
+                    Z, _, _ = _pcg(self.cov, self.noise, c, self.tol, maxiter=self.maxiter)
+                    explained = jnp.sum(c * Z, axis=0)
+                out.append(np.asarray(jnp.maximum(prior - explained, 0.0)))
+        return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+class FitResult(NamedTuple):
+    """The fitted GP and the negative log marginal likelihood per observation, per step."""
+
+    gp: GradientGP
+    losses: np.ndarray
+
+
+def _trainable(gp: GradientGP, fixed: Sequence[str]):
+    """A filter pytree: True for the positive array leaves that :func:`fit` optimises."""
+
+    def positive(leaf):
+        return eqx.is_array(leaf) and bool(np.all(np.asarray(leaf) > 0))
+
+    spec = jax.tree.map(positive, gp)
+    for name in fixed:
+        if name not in ("value_noise", "gradient_noise"):
+            raise ValueError(
+                f"fixed takes 'value_noise' and/or 'gradient_noise'; got {name!r}. To fix a "
+                "kernel hyperparameter, call fit with a kernel built without it."
+            )
+        spec = eqx.tree_at(lambda g, name=name: getattr(g, name), spec, False)
+    return spec
+
+
+@library_numpy
+def fit(
+    gp: GradientGP,
+    X,
+    y,
+    G=None,
+    *,
+    steps: int = 300,
+    learning_rate: float = 0.05,
+    optimizer: optax.GradientTransformation | None = None,
+    fixed: Sequence[str] = (),
+) -> FitResult:
+    """Maximise the log marginal likelihood over the hyperparameters, in log space.
+
+    Every positive array leaf of ``gp`` (the kernel's hyperparameters and both noise
+    variances, minus those named in ``fixed``) is written theta = exp(eta), and eta is moved
+    by ``optimizer`` (default ``optax.adam(learning_rate)``) down the negative log marginal
+    likelihood per observation, with gradients from ``jax.grad`` through the kernel pytree.
+    The likelihood uses a dense Cholesky factorisation: O((n (d + 1))^3) per step.
+
+    Args:
+        gp: the starting point.
+        X, y, G: observations, as for :meth:`GradientGP.condition` (``G=None``: values only).
+        steps: optimiser steps.
+        learning_rate: for the default Adam optimiser.
+        optimizer: any optax optimiser instead of Adam.
+        fixed: ``"value_noise"`` and/or ``"gradient_noise"`` to keep as given.
+
+    Returns:
+        A :class:`FitResult` with the fitted GP (hyperparameters as NumPy float64 leaves)
+        and the loss at every step.
+    """
+    X, b, with_gradients, dtype = _data(X, y, G)
+    spec = _trainable(gp, fixed)
+    params, static = eqx.partition(gp, spec)
+    optimizer = optimizer or optax.adam(learning_rate)
+    with local_x64(dtype):
+        eta = jax.tree.map(lambda a: jnp.log(jnp.asarray(a, dtype)), params)
+        X_j, b_j = jnp.asarray(X), jnp.asarray(b)
+
+        def loss(eta):
+            model = eqx.combine(jax.tree.map(jnp.exp, eta), static)
+            return -_log_marginal_likelihood(model, X_j, b_j, with_gradients) / b_j.shape[0]
+
+        @compile_cache.jit
+        def step(eta, state):
+            value, grads = jax.value_and_grad(loss)(eta)
+            updates, state = optimizer.update(grads, state, eta)
+            return optax.apply_updates(eta, updates), state, value
+
+        state = optimizer.init(eta)
+        losses = []
+        for _ in range(steps):
+            eta, state, value = step(eta, state)
+            losses.append(float(value))
+        theta = jax.tree.map(lambda e: np.asarray(jnp.exp(e), dtype=np.float64), eta)
+    return FitResult(eqx.combine(theta, static), np.asarray(losses))
+
+
+__all__ = ["CGInfo", "CG_MAXITER", "FitResult", "GradientGP", "Posterior", "fit"]

@@ -1,0 +1,379 @@
+"""The gradient-kernel operator: the joint covariance of a GP's values and gradients.
+
+For a GP f with covariance k, ``gradient_gram(k, X, Y)`` is the covariance of
+``[f(X), grad f(X)]`` with ``[f(Y), grad f(Y)]``, an (n (d + 1), m (d + 1)) matrix, as a lazy
+operator. Its **layout is block-major**: the first n rows are the values f(x_i); row
+``n + i d + a`` is the derivative d f / dx_ia (columns likewise with m and y_j)::
+
+    [ K           dK/dY  ]      K[i, j]             = k(x_i, y_j)             (n, m)
+    [ dK/dX       d2K    ]      dK/dY[i, (j, b)]    = d k / dy_jb             (n, m d)
+                                dK/dX[(i, a), j]    = d k / dx_ia             (n d, m)
+                                d2K[(i, a), (j, b)] = d2 k / dx_ia dy_jb      (n d, m d)
+
+So a vector in this space is ``concatenate([values (n,), gradients (n, d).ravel()])``.
+
+**Matrix-vector products** never build the n m d^2 entries. For stationary kernels each
+d x d block is a scaled identity plus a rank-one term (:mod:`kernelgrad.derivatives.hessian`), and
+every product collapses to a few (n, m) x (m, d) matmuls: O(n m d) time. They run through
+:func:`kernelgrad.execution.reductions.tiled_row_reduce`, one (row block, column block) tile at a
+time, so memory is O((n + m) d + rows x cols). The same holds for dot-product kernels and for sums,
+products and scalings of any of these.
+
+Kernels without closed-form rules (pair functions) use AD per tile: ``"reverse"`` (the
+default for them) pushes V through one JVP in y and pulls the gradient rows back with one
+VJP in x, O(n m) pair evaluations times a constant, storing O(rows x cols x d) per tile;
+``"forward"`` replaces the VJP by d JVPs in x, d times the work with no stored tape.
+
+**Devices.** With several local devices the rows of X are split over them (``shard_map`` on
+:func:`kernelgrad.execution.sharding.row_mesh`); Y and v are replicated, and since row i of the
+product depends on x_i alone, no device waits on another.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, Float
+
+from ..derivatives import autodiff, hessian, terms
+from ..derivatives.terms import Field
+from ..execution import compile_cache, memory, padding, policy, sharding
+from ..execution.inputs import local_x64, prepare, resolve_method
+from ..execution.reductions import tiled_row_reduce
+from ..kernels import AbstractKernel
+
+# --------------------------------------------------------------------------- tile functions
+
+
+def _project(f: Field, X, Y, Xc, Yc, V1):
+    """P[i, j] = sum_b f_ijb V1_jb: (rows, cols), or (1, cols) for a field of y alone."""
+    Vs = V1 * jnp.broadcast_to(f.scale, (X.shape[1],))[None, :]
+    if f.kind == "y":
+        return jnp.sum(Y * Vs, axis=1)[None, :]
+    if f.kind == "x":
+        return terms.matmul(jnp, X, Vs.T)
+    return terms.matmul(jnp, Xc, Vs.T) - jnp.sum(Yc * Vs, axis=1)[None, :]
+
+
+def _contract(f: Field, A, X, Y, Xc, Yc):
+    """R[i, a] = sum_j A_ij f_ija: (rows, d)."""
+    scale = jnp.broadcast_to(f.scale, (X.shape[1],))[None, :]
+    if f.kind == "y":
+        return scale * terms.matmul(jnp, A, Y)
+    rowsum = jnp.sum(A, axis=1)[:, None]
+    if f.kind == "x":
+        return scale * X * rowsum
+    return scale * (Xc * rowsum - terms.matmul(jnp, A, Yc))
+
+
+def closed_tile(kernel: AbstractKernel):
+    """``tile_fn((X, Xc), (Y, Yc), (v0, V1)) -> (rows, 1 + d)``, the closed-form matvec.
+
+    Column 0 is the value block of the product, columns 1.. the gradient block. Every term
+    is a matmul with the (rows, cols) coefficient matrices of ``kernel.tile(..., order=2)``.
+    """
+
+    def tile_fn(rows, cols, weights):
+        (X, Xc), (Y, Yc), (v0, V1) = rows, cols, weights
+        t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
+        # A field shared by several terms (a stationary kernel's x - y) is projected once and
+        # its contractions are summed into one matmul: three n m d matmuls for an RBF.
+        projected = {}
+        weight_of = {}
+
+        def project(f):
+            if id(f) not in projected:
+                projected[id(f)] = _project(f, X, Y, Xc, Yc, V1)
+            return projected[id(f)]
+
+        def add_weight(f, A):
+            prev = weight_of.get(id(f), (f, 0.0))[1]
+            weight_of[id(f)] = (f, prev + A)
+
+        out0 = terms.matmul(jnp, t.value, v0[:, None])
+        for vec in t.dy:
+            out0 = out0 + jnp.sum(vec.coef * project(vec.field), axis=1, keepdims=True)
+        for vec in t.dx:
+            add_weight(vec.field, vec.coef * v0[None, :])
+        for o in t.outer:
+            add_weight(o.u, o.coef * project(o.v))
+        out1 = jnp.zeros_like(X)
+        for f, A in weight_of.values():
+            out1 = out1 + _contract(f, A, X, Y, Xc, Yc)
+        for g in t.diagonal:
+            scale = jnp.broadcast_to(g.scale, (X.shape[1],))[None, :]
+            out1 = out1 + scale * terms.matmul(jnp, g.coef, V1)
+        return jnp.concatenate([out0, out1], axis=1)
+
+    return tile_fn
+
+
+def ad_tile(kernel: AbstractKernel, method: str):
+    """The matvec tile by AD: a JVP in y, then a VJP ("reverse") or d JVPs ("forward") in x."""
+
+    def tile_fn(rows, cols, weights):
+        X, Y, (v0, V1) = rows[0], cols[0], weights
+
+        def row_values(X_):
+            # (K v0)_i + sum_j grad_y k(x_i, y_j) . V1_j; row i depends on x_i only.
+            K, T = jax.jvp(lambda Y_: autodiff.gram(kernel, X_, Y_), (Y,), (V1,))
+            return terms.matmul(jnp, K, v0[:, None])[:, 0] + jnp.sum(T, axis=1)
+
+        if method == "reverse":
+            out0, pull = jax.vjp(row_values, X)
+            (out1,) = pull(jnp.ones_like(out0))
+        else:
+            out0 = row_values(X)
+
+            def along(e):
+                return jax.jvp(row_values, (X,), (jnp.broadcast_to(e, X.shape),))[1]
+
+            # lax.map, not vmap: d tangents at once would hold d copies of the tile.
+            out1 = lax.map(along, jnp.eye(X.shape[1], dtype=X.dtype)).T
+        return jnp.concatenate([out0[:, None], out1], axis=1)
+
+    return tile_fn
+
+
+# --------------------------------------------------------------------------- jitted programs
+
+
+def _blocks(method, row_block, col_block):
+    """The tile shape: the caller's, else the policy's for the closed form or for AD (whose
+    tape holds rows x cols x d numbers, where the closed form's blocks hold rows x cols)."""
+    chosen = policy.current()
+    rows, cols = chosen.gradient_closed_blocks if method == "closed" else chosen.gradient_ad_blocks
+    return row_block or rows, col_block or cols
+
+
+def _rows(kernel, X, Xc, Y, Yc, v0, V1, *, method, row_block, col_block):
+    """Row i of the product, ``[value part, gradient part]``: (n, 1 + d). Row-local in X."""
+    tile_fn = closed_tile(kernel) if method == "closed" else ad_tile(kernel, method)
+    rows, cols = _blocks(method, row_block, col_block)
+    return tiled_row_reduce(tile_fn, (X, Xc), (Y, Yc), (v0, V1), row_block=rows, col_block=cols)
+
+
+@compile_cache.jit(static_argnames=("method", "row_block", "col_block", "mesh"))
+def joint_matvec(kernel, X, Y, v, *, method, row_block=None, col_block=None, mesh=None):
+    """The joint covariance times v: (n (d + 1),) for v of shape (m (d + 1),), or (.., p) for
+    v (.., p); matrix-free and tiled. Traceable.
+
+    With a ``mesh`` the rows of X are split over its devices (``shard_map``); Y and v are
+    replicated. Rows never talk to each other, so the devices exchange nothing.
+    """
+    n, m, d = X.shape[0], Y.shape[0], X.shape[1]
+    # One centre (the mean of Y) for every tile and every device: the projections of
+    # :func:`_project` are then consistent across column blocks.
+    Xc, Yc = terms.centre(jnp, X, Y)
+    rows = functools.partial(_rows, kernel, method=method, row_block=row_block, col_block=col_block)
+    if mesh is not None:
+        devices = mesh.devices.size
+        padded = -(-n // devices) * devices
+        X, Xc = (padding.pad_rows(A, padded, True) for A in (X, Xc))
+        rows = jax.shard_map(
+            rows,
+            mesh=mesh,
+            in_specs=(P(sharding.AXIS), P(sharding.AXIS), P(), P(), P(), P()),
+            out_specs=P(sharding.AXIS),
+        )
+
+    def one(v):
+        out = rows(X, Xc, Y, Yc, v[:m], v[m:].reshape(m, d))[:n]
+        return jnp.concatenate([out[:, 0], out[:, 1:].reshape(n * d)])
+
+    # Several right-hand sides share the tiles' coefficients: vmap, not a Python loop.
+    return one(v) if v.ndim == 1 else jax.vmap(one, in_axes=1, out_axes=1)(v)
+
+
+def assemble(value, dx, dy, H):
+    """The block-major dense matrix from K (n, m), dK/dx, dK/dy (n, m, d), H (n, m, d, d)."""
+    n, m, d = dx.shape
+    top = jnp.concatenate([value, dy.reshape(n, m * d)], axis=1)
+    bottom = jnp.concatenate(
+        [
+            jnp.transpose(dx, (0, 2, 1)).reshape(n * d, m),
+            H.transpose(0, 2, 1, 3).reshape(n * d, m * d),
+        ],
+        axis=1,
+    )
+    return jnp.concatenate([top, bottom], axis=0)
+
+
+@compile_cache.jit(static_argnames=("method",))
+def joint_dense(kernel, X, Y, *, method):
+    """The dense (n (d + 1), m (d + 1)) joint covariance, block-major. Traceable."""
+    if method == "closed":
+        Xc, Yc = terms.centre(jnp, X, Y)
+        t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
+        dx = hessian.dense_vectors(jnp, t.dx, X, Y, Xc, Yc)
+        dy = hessian.dense_vectors(jnp, t.dy, X, Y, Xc, Yc)
+        return assemble(t.value, dx, dy, hessian.dense_hessian(jnp, t, X, Y, Xc, Yc))
+    dx, dy = hessian.ad_input_gradients(kernel, X, Y)
+    H = hessian.ad_cross_hessian(kernel, X, Y, method)
+    return assemble(autodiff.gram(kernel, X, Y), dx, dy, H)
+
+
+@compile_cache.jit(static_argnames=("method",))
+def joint_diagonal(kernel, X, Y, *, method):
+    """Entries [p, p] of the square joint covariance (n = m): (n (d + 1),), O(n d) for
+    closed forms. Traceable."""
+
+    def one(x, y):
+        x, y = x[None, :], y[None, :]
+        if method == "closed":
+            t = kernel.tile(jnp, x, y, x, y, order=2)
+            h = jnp.zeros(x.shape[1], x.dtype)
+            for o in t.outer:
+                u = hessian.dense_field(jnp, o.u, x, y, x, y)[0, 0]
+                w = hessian.dense_field(jnp, o.v, x, y, x, y)[0, 0]
+                h = h + o.coef[0, 0] * u * w
+            for g in t.diagonal:
+                h = h + g.coef[0, 0] * jnp.broadcast_to(g.scale, h.shape)
+            return t.value[0, 0], h
+        H = hessian.ad_cross_hessian(kernel, x, y, method)[0, 0]
+        return autodiff.gram(kernel, x, y)[0, 0], jnp.diagonal(H)
+
+    values, grads = jax.vmap(one)(X, Y)
+    return jnp.concatenate([values, grads.reshape(-1)])
+
+
+# --------------------------------------------------------------------------- the operator
+
+
+def _mesh():
+    """A row mesh over this process's devices when there are several, else None: the same
+    rule as the engine's tiled reductions (:func:`kernelgrad.execution.sharding.tiled`)."""
+    return sharding.row_mesh(jax.local_devices()) if jax.local_device_count() > 1 else None
+
+
+class GradientGram(eqx.Module):
+    """Lazy (n (d + 1), m (d + 1)) joint covariance of values and gradients; see the module.
+
+    Build it with :func:`gradient_gram`. It is a pytree (the kernel's hyperparameters and the
+    points are its leaves), so it passes through ``jax.jit`` and ``jax.grad``.
+    """
+
+    kernel: AbstractKernel
+    X: Float[Array, "n d"]
+    Y: Float[Array, "m d"]
+    method: str = eqx.field(static=True)
+    is_jax: bool = eqx.field(static=True)
+    row_block: int | None = eqx.field(static=True, default=None)
+    col_block: int | None = eqx.field(static=True, default=None)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        d = self.X.shape[1]
+        return self.X.shape[0] * (d + 1), self.Y.shape[0] * (d + 1)
+
+    @property
+    def dtype(self):
+        return self.X.dtype
+
+    def _call(self, fn, *args, **kwargs):
+        """Run a jitted program, in the caller's array type (NumPy float64 under local x64)."""
+
+        def run():
+            return fn(self.kernel, self.X, self.Y, *args, method=self.method, **kwargs)
+
+        if self.is_jax:
+            return run()
+        with local_x64(self.dtype):
+            return np.asarray(run())
+
+    def matvec(self, v) -> Float[Array, "N ..."]:
+        """The product with v of shape (m (d + 1),) or (m (d + 1), p): (n (d + 1),) or (.., p).
+
+        O(n m d) time and O((n + m) d) memory beyond one tile for closed-form kernels.
+        """
+        cols = self.shape[1]
+        shape = tuple(np.shape(v))
+        if len(shape) not in (1, 2) or shape[0] != cols:
+            raise ValueError(
+                f"matvec needs v of shape ({cols},) or ({cols}, p) (m (d + 1) with m = "
+                f"{self.Y.shape[0]}, d = {self.X.shape[1]}); got shape {shape}."
+            )
+        xp = jnp if self.is_jax else np
+        v = xp.asarray(v, dtype=self.dtype)
+        return self._call(
+            joint_matvec, v, row_block=self.row_block, col_block=self.col_block, mesh=_mesh()
+        )
+
+    def __matmul__(self, v):
+        return self.matvec(v)
+
+    def to_dense(self) -> Float[Array, "N M"]:
+        """The full matrix, (n (d + 1), m (d + 1)): O(n m d^2) memory, for small problems.
+
+        Raises :class:`kernelgrad.execution.memory.DenseTooLargeError` (a ``MemoryError``) before
+        allocating anything when the matrix cannot fit.
+        """
+        try:
+            memory.check_dense("gradient_gram(k, X, Y).to_dense()", self.shape, self.dtype, self.X)
+        except memory.DenseTooLargeError as err:
+            raise memory.DenseTooLargeError(
+                f"{err} For products with the operator, op.matvec(v) needs only O((n + m) d)."
+            ) from None
+        return self._call(joint_dense)
+
+    def diagonal(self) -> Float[Array, " N"]:
+        """The diagonal of a square operator (n = m), such as the training covariance."""
+        if self.X.shape[0] != self.Y.shape[0]:
+            raise ValueError(
+                f"diagonal() needs a square operator; this one is {self.shape[0]} x "
+                f"{self.shape[1]} (n = {self.X.shape[0]}, m = {self.Y.shape[0]})."
+            )
+        return self._call(joint_diagonal)
+
+
+def gradient_gram(
+    k,
+    X,
+    Y=None,
+    *,
+    mode: str = "auto",
+    row_block: int | None = None,
+    col_block=None,
+    check_finite: bool = True,
+) -> GradientGram:
+    """Lazy joint covariance of [f(X), grad f(X)] and [f(Y), grad f(Y)] for a GP f ~ k.
+
+    The operator has shape (n (d + 1), m (d + 1)) in the block-major layout of the module
+    docstring: values first, then the gradients point by point.
+
+    Args:
+        k: a kernel twice differentiable at r = 0 (not Matern 1/2 or 3/2), or a pair function.
+        X: points, (n, d) or (n,) for d = 1.
+        Y: points, (m, d) or (m,); ``None`` means Y = X.
+        mode: ``"closed"`` (O(n m d) matvec by the structured rules), ``"reverse"`` or
+            ``"forward"`` (AD per tile; see the module docstring), or ``"auto"``: closed
+            where the kernel has rules, else reverse.
+        row_block, col_block: the tile shape of the matrix-free matvec (default per
+            platform, :func:`kernelgrad.execution.reductions.default_blocks`).
+        check_finite: refuse NaN or inf in points held in host memory (see
+            :func:`kernelgrad.gram`).
+
+    Example:
+        >>> import numpy as np, kernelgrad as kg
+        >>> op = kg.gradient_gram(kg.RBF(), np.zeros((4, 2)))
+        >>> op.shape, op.matvec(np.ones(12)).shape, op.to_dense().shape
+        ((12, 12), (12,), (12, 12))
+    """
+    p = prepare(k, X, Y, check_finite=check_finite)
+    method = resolve_method("gradient_gram", p, mode)
+    return GradientGram(p.kernel, p.X, p.Y, method, p.is_jax, row_block, col_block)
+
+
+__all__ = [
+    "GradientGram",
+    "gradient_gram",
+    "joint_dense",
+    "joint_diagonal",
+    "joint_matvec",
+]

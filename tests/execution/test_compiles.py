@@ -1,0 +1,282 @@
+"""Compilations are counted, never timed: a growing n compiles a handful of programs, and the
+persistent cache (on by default, off by an environment variable) serves a new process.
+
+XLA compilations are counted through ``jax.monitoring``: JAX records one
+``/jax/core/compile/backend_compile_duration`` event per executable it builds or loads, so
+the count does not depend on whether the persistent cache is warm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from contextlib import contextmanager
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from references import max_relative_error, pairwise_jacobian
+
+import kernelgrad as kg
+from kernelgrad.execution import compile_cache, padding
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_counts = {"active": False, "compiles": 0}
+
+
+def _listener(event: str, duration: float, **kwargs) -> None:
+    if _counts["active"] and event == COMPILE_EVENT:
+        _counts["compiles"] += 1
+
+
+# Listeners cannot be removed, so one is registered for the module and switched on and off.
+jax.monitoring.register_event_duration_secs_listener(_listener)
+
+
+@contextmanager
+def count_compiles():
+    """Yields a dict whose ``"n"`` is the number of XLA compilations inside the block."""
+    result = {"n": 0}
+    _counts.update(active=True, compiles=0)
+    try:
+        yield result
+    finally:
+        result["n"] = _counts["compiles"]
+        _counts.update(active=False, compiles=0)
+
+
+def _rbf_pair(x, y):
+    return jnp.exp(-0.5 * jnp.sum((x - y) ** 2))
+
+
+def test_the_counter_sees_one_compile_per_new_shape_of_a_plain_jit(rng):
+    # Control: without buckets, plain jax.jit compiles once per n (so the counter can fail).
+    fn = jax.jit(lambda X: jnp.sum(jnp.exp(-jnp.sum(X * X, axis=1))))
+    points = rng.uniform(size=(120, 3)).astype(np.float32)
+    with count_compiles() as count:
+        for n in range(100, 120):
+            fn(points[:n]).block_until_ready()
+    assert count["n"] == 20
+
+
+@pytest.mark.parametrize(
+    "kernel", [kg.Matern52(lengthscale=0.7), kg.kernel(_rbf_pair)], ids=["closed", "pair_fn"]
+)
+def test_bo_loop_adding_one_point_at_a_time_compiles_a_handful(kernel, rng):
+    # A Bayesian-optimisation-like loop: the design grows from 100 to 200 points, and each
+    # step asks for the GP-mean gradient sum_j alpha_j d/dx k(x_i, x_j) at every point.
+    # JAX float32 input takes the jitted engine (NumPy input this small runs eagerly, with
+    # no compile at all). Points go in by jax.device_put: in this JAX, jnp.asarray of a NumPy
+    # array compiles a small program per shape itself.
+    points = rng.uniform(-1.0, 1.0, (200, 3)).astype(np.float32)
+    alpha = rng.normal(size=200).astype(np.float32)
+    buckets = {padding.dense_bucket(n) for n in range(100, 201)}
+    with count_compiles() as count:
+        for n in range(100, 201):
+            X, w = jax.device_put((points[:n], alpha[:n]))
+            G = kg.grad_sum(kernel, X, X, w)
+            assert G.shape == (n, 3)
+            assert np.all(np.isfinite(np.asarray(G)))  # padded points never make a NaN
+    # One program per size bucket: 5 buckets (112, 128, 160, 192, 224) for 101 sizes.
+    assert len(buckets) == 5
+    assert count["n"] <= len(buckets)
+    # The padded programs still give the right numbers (checked at the last, largest n).
+    expected = np.einsum(
+        "ija,j->ia", pairwise_jacobian(kernel, points, points), alpha.astype(np.float64)
+    )
+    assert max_relative_error(G, expected) <= 1e-5
+
+
+def test_growing_n_on_the_tiled_path_compiles_per_bucket_not_per_n(policy_with, rng):
+    # The tiled path pads to its own, finer buckets (32 per octave).
+    policy_with(tiled_min_pairs=100)
+    points = rng.uniform(-1.0, 1.0, (140, 2)).astype(np.float32)
+    weights = rng.uniform(size=140).astype(np.float32)
+    sizes = range(120, 141)
+    buckets = {padding.fine_bucket(n) for n in sizes}
+    with count_compiles() as count:
+        for n in sizes:
+            X, w = jax.device_put((points[:n], weights[:n]))
+            assert np.all(np.isfinite(np.asarray(kg.grad_sum(kg.RBF(), X, X, w))))
+    # Steps of 2 below 128 and of 4 from 128 (n / 32 rounded down to a power of two):
+    # 120, 122, 124, 126, 128, 132, 136, 140.
+    assert len(buckets) == 8
+    assert count["n"] <= len(buckets)
+
+
+def test_default_unit_weights_do_not_compile_per_n(rng):
+    points = rng.uniform(-1.0, 1.0, (200, 3)).astype(np.float32)
+    with count_compiles() as count:
+        for n in range(100, 201):
+            kg.grad_sum(kg.Matern52(), jax.device_put(points[:n])).block_until_ready()
+    assert count["n"] <= len({padding.dense_bucket(n) for n in range(100, 201)})
+
+
+# ------------------------------------------------------------------ persistent compile cache
+
+_CACHE_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    events = {}
+    def listener(event, **kwargs):
+        events[event] = events.get(event, 0) + 1
+    jax.monitoring.register_event_listener(listener)
+    import kernelgrad as kg
+    from kernelgrad.execution import compile_cache
+    # A reverse-mode grad_sum of a pair function: a program that takes well over
+    # MIN_COMPILE_SECONDS to compile, so JAX stores it.
+    pair = kg.kernel(lambda x, y: jnp.exp(-jnp.sqrt(1.0 + jnp.sum((x - y) ** 2))))
+    X = jnp.asarray(np.linspace(-1, 1, 90, dtype=np.float32).reshape(30, 3))
+    kg.grad_sum(pair, X, mode="reverse").block_until_ready()
+    print(json.dumps({
+        "folder": compile_cache.active_folder(),
+        "hits": events.get("/jax/compilation_cache/cache_hits", 0),
+        "misses": events.get("/jax/compilation_cache/cache_misses", 0),
+    }))
+    """
+)
+
+
+def _run_fresh(tmp_path, **env_extra) -> dict:
+    """Run the cache script in a new process whose home and cache folders are in tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION", "KERNELG"))}
+    env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    env.update(JAX_PLATFORMS="cpu", **env_extra)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CACHE_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_cache_is_on_by_default_and_serves_the_next_process(tmp_path):
+    folder = tmp_path / "xdg" / "kernelgrad" / "jax"
+    first = _run_fresh(tmp_path)
+    assert first["folder"] == str(folder)
+    assert first["misses"] >= 1 and first["hits"] == 0
+    assert any(folder.iterdir()), "nothing was written to the cache folder"
+    second = _run_fresh(tmp_path)
+    assert second["hits"] >= 1  # the new process loaded the program instead of compiling it
+
+
+@pytest.mark.parametrize("value", ["1", "true"])
+def test_environment_variable_turns_the_cache_off(tmp_path, value):
+    result = _run_fresh(tmp_path, KERNELGRAD_NO_COMPILE_CACHE=value)
+    assert result["folder"] is None
+    assert result["hits"] == 0 and result["misses"] == 0
+    assert not (tmp_path / "xdg" / "kernelgrad").exists()
+
+
+def test_a_users_own_cache_folder_wins(tmp_path):
+    own = tmp_path / "mine"
+    result = _run_fresh(tmp_path, JAX_COMPILATION_CACHE_DIR=str(own))
+    assert result["folder"] == str(own)
+    assert not (tmp_path / "xdg" / "kernelgrad").exists()
+
+
+def test_default_folder_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compile_cache.default_folder() == tmp_path / "kernelgrad" / "jax"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert compile_cache.default_folder() == tmp_path / "h" / ".cache" / "kernelgrad" / "jax"
+    for value, off in [("", False), ("0", False), ("no", False), ("1", True), ("yes", True)]:
+        monkeypatch.setenv(compile_cache.ENV_DISABLE, value)
+        assert compile_cache.disabled_by_env() is off
+
+
+_DISABLE_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    import jax, jax.numpy as jnp, numpy as np
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    import kernelgrad as kg
+    from kernelgrad.execution import compile_cache
+    folder = compile_cache.active_folder()
+    compile_cache.disable()
+    pair = kg.kernel(lambda x, y: jnp.exp(-jnp.sqrt(1.0 + jnp.sum((x - y) ** 2))))
+    X = jnp.asarray(np.linspace(-1, 1, 90, dtype=np.float32).reshape(30, 3))
+    kg.grad_sum(pair, X, mode="reverse").block_until_ready()
+    print(json.dumps({
+        "enabled_folder": folder,
+        "after": compile_cache.active_folder(),
+        "threshold_restored": jax.config.jax_persistent_cache_min_compile_time_secs == before,
+        "files": sorted(os.listdir(folder)),
+    }))
+    """
+)
+
+
+def test_disable_at_run_time_stops_storing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION", "KERNELG"))}
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-c", _DISABLE_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["enabled_folder"] == str(tmp_path / "xdg" / "kernelgrad" / "jax")
+    assert result["after"] is None
+    assert result["threshold_restored"]
+    assert result["files"] == []  # the program compiled after disable() was not stored
+
+
+_SCOPE_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    import jax, jax.numpy as jnp, numpy as np
+    import kernelgrad as kg
+    from kernelgrad.execution import compile_cache
+    folder = compile_cache.active_folder()
+    pair = kg.kernel(lambda x, y: jnp.exp(-jnp.sqrt(1.0 + jnp.sum((x - y) ** 2))))
+    X = jnp.asarray(np.linspace(-1, 1, 90, dtype=np.float32).reshape(30, 3))
+    kg.grad_sum(pair, X, mode="reverse").block_until_ready()
+    after_kernelgrad = len(os.listdir(folder))
+    # The user's own program, slow enough to compile that a global cache would store it.
+    own = jax.jit(lambda A: jax.lax.fori_loop(0, 50, lambda i, a: jnp.sin(a @ a.T) @ a, A))
+    own(jnp.ones((40, 40))).block_until_ready()
+    print(json.dumps({
+        "global_dir": jax.config.jax_compilation_cache_dir,
+        "global_min_seconds": jax.config.jax_persistent_cache_min_compile_time_secs,
+        "kernelgrad_files": after_kernelgrad,
+        "files_after_users_program": len(os.listdir(folder)),
+    }))
+    """
+)
+
+
+def test_cache_holds_kernelgrads_programs_only_and_leaves_global_config_alone(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION", "KERNELG"))}
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCOPE_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["global_dir"] is None
+    assert result["global_min_seconds"] == jax.config.jax_persistent_cache_min_compile_time_secs
+    assert result["kernelgrad_files"] >= 1
+    assert result["files_after_users_program"] == result["kernelgrad_files"]
+
+
+def test_without_jaxs_private_settings_the_cache_is_off_and_transforms_work(tmp_path, monkeypatch):
+    # compile_cache reaches JAX's context-local settings through a guarded private import; a
+    # JAX that moves them must leave kernelgrad working, with its own cache off.
+    monkeypatch.setattr(compile_cache, "_SETTINGS", None)
+    monkeypatch.setattr(compile_cache, "_FOLDER", None)
+    assert compile_cache.enable_default(tmp_path / "cache") is None
+    assert compile_cache.active_folder() is None or compile_cache.user_configured()
+    assert list(tmp_path.iterdir()) == []
+    X = np.linspace(-1.0, 1.0, 500)  # a compiled grad map
+    np.testing.assert_allclose(
+        kg.grad_sum(kg.RBF(), X), kg.grad_sum(kg.RBF(), X, mode="forward"), rtol=0, atol=1e-12
+    )

@@ -1,0 +1,78 @@
+"""The engine's thresholds come from one policy object, which a caller can replace per call.
+
+Each check changes one field with ``kernelgrad.execution.policy.use`` and observes the engine's
+choice change through ``kg.explain`` (or the result stay the same), then change back on leaving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+from kernel_table import BY_ID
+
+import kernelgrad as kg
+from kernelgrad.execution import reductions, sharding
+
+
+def _changed(**fields) -> kg.policy.Policy:
+    return dataclasses.replace(kg.policy.current(), **fields)
+
+
+def test_default_is_the_cpu_policy_here_and_gpus_get_bigger_tiles():
+    assert kg.policy.current() is kg.policy.CPU  # the suite runs on the CPU
+    assert kg.policy.for_platform("cuda") is kg.policy.GPU
+    assert kg.policy.GPU.tile_blocks[0] * kg.policy.GPU.tile_blocks[1] > (
+        kg.policy.CPU.tile_blocks[0] * kg.policy.CPU.tile_blocks[1]
+    )
+    assert reductions.default_blocks("gpu") == kg.policy.GPU.tile_blocks
+
+
+def test_a_policy_moves_the_engines_choice_and_is_undone_on_leaving(rng):
+    X = rng.uniform(-1.0, 1.0, (300, 3))
+    k = BY_ID["rbf"].kernel
+    assert kg.explain("grad_sum", k, X).engine == "dense"
+    with kg.policy.use(_changed(tiled_min_pairs=1000)):
+        assert kg.explain("grad_sum", k, X).engine == "tiled"
+        tiled = kg.grad_sum(k, X)
+    assert kg.explain("grad_sum", k, X).engine == "dense"
+    np.testing.assert_allclose(tiled, kg.grad_sum(k, X), rtol=1e-12, atol=1e-12)
+    small = rng.uniform(-1.0, 1.0, (50, 3))
+    assert kg.explain("gram", k, small).engine == "eager"
+    with kg.policy.use(_changed(lean_gram_max_work=0, eager_max_pairs=0)):
+        assert kg.explain("gram", k, small).engine == "dense"
+
+
+def test_programs_traced_under_one_policy_are_not_reused_under_another(rng):
+    """The tile shape is read while tracing: under a second policy the same jitted function
+    must trace anew (a shared trace cache would hand back the first policy's tiles)."""
+    X = rng.uniform(-1.0, 1.0, (400, 2))
+    k = BY_ID["matern52"].kernel
+    reference = kg.grad_sum(k, X, mode="forward")
+    texts = {}
+    for rows, cols in [(64, 128), (16, 32)]:
+        with kg.policy.use(_changed(tiled_min_pairs=1000, tile_blocks=(rows, cols))):
+            lowered = sharding.one_device.lower(
+                k, X, X, np.ones(400), op="grad_sum", method="closed"
+            )
+            texts[rows] = lowered.as_text()
+            np.testing.assert_allclose(kg.grad_sum(k, X), reference, rtol=1e-11, atol=1e-12)
+    # Each program holds tiles of its own policy's shape: 64 rows by 104 columns (400
+    # columns in 4 equal blocks), or 16 rows by 32 columns.
+    assert "tensor<64x104x" in texts[64] and "tensor<64x104x" not in texts[16]
+    assert "tensor<16x32x" in texts[16] and "tensor<16x32x" not in texts[64]
+
+
+def test_use_is_local_to_its_thread_and_refuses_non_policies():
+    inside = {}
+    with kg.policy.use(_changed(hot_calls=5)):
+        thread = threading.Thread(target=lambda: inside.setdefault("hot", kg.policy.current()))
+        thread.start()
+        thread.join()
+        assert kg.policy.current().hot_calls == 5
+    assert inside["hot"] is kg.policy.CPU
+    with pytest.raises(TypeError, match=r"dataclasses\.replace"):
+        with kg.policy.use({"hot_calls": 5}):
+            pass

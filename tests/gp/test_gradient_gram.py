@@ -1,0 +1,150 @@
+"""The lazy gradient-kernel operator against a brute-force joint covariance.
+
+The reference builds the covariance of [f(X), grad f(X)] with [f(Y), grad f(Y)] from the
+kernel's pair function alone: ``jax.jacfwd`` in x and in y for the cross blocks and the
+off-diagonal block of ``jax.hessian`` in z = (x, y) for the gradient block, laid out
+block-major (values first, then gradients point by point, as documented).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from kernel_table import BY_ID, modes_for, points_with_a_duplicate, sample_points, select
+from references import assert_close, brute_joint_covariance
+
+import kernelgrad as kg
+from kernelgrad.gp.gradient_gp import gradient_kernel
+
+twice = select(lambda c: c.twice_smooth_at_zero)
+
+
+@pytest.mark.parametrize("case", twice)
+def test_to_dense_matches_brute_force_for_every_twice_differentiable_kernel(case, rng):
+    X, Y = points_with_a_duplicate(case, rng)
+    ref = brute_joint_covariance(case.kernel, X, Y)
+    assert np.all(np.isfinite(ref))
+    for mode in modes_for(case):
+        op = kg.gradient_gram(case.kernel, X, Y, mode=mode)
+        d = X.shape[1]
+        assert op.shape == (X.shape[0] * (d + 1), Y.shape[0] * (d + 1))
+        dense = op.to_dense()
+        assert isinstance(dense, np.ndarray) and dense.dtype == np.float64
+        assert_close(dense, ref, np.float64, err_msg=f"mode={mode}")
+
+
+@pytest.mark.parametrize("case", twice)
+def test_matvec_matches_dense_product_across_tiles(case, rng):
+    """Blocks of 8 rows and columns on 21 x 19 points: ragged, several tiles each way."""
+    d = case.dim()
+    X, Y = sample_points(rng, 21, d), sample_points(rng, 19, d)
+    X[3] = Y[5]
+    for mode in modes_for(case):
+        op = kg.gradient_gram(case.kernel, X, Y, mode=mode, row_block=8, col_block=8)
+        dense = op.to_dense()
+        v = rng.normal(size=op.shape[1])
+        V = rng.normal(size=(op.shape[1], 3))
+        assert_close(op.matvec(v), dense @ v, err_msg=f"mode={mode}")
+        assert_close(op @ V, dense @ V, err_msg=f"mode={mode}, 3 columns")
+
+
+@pytest.mark.parametrize("case", select(lambda c: not c.twice_smooth_at_zero))
+def test_kernels_without_second_derivatives_are_refused(case):
+    with pytest.raises(ValueError, match="not twice differentiable at r = 0"):
+        kg.gradient_gram(case.kernel, np.zeros((2, case.dim())))
+
+
+def test_layout_is_block_major_values_then_gradients(rng):
+    """Rows: f(x_0..x_{n-1}), then d f / dx_ia at row n + i d + a (columns likewise)."""
+    k = kg.RBF(variance=1.3, lengthscale=0.9)
+    X, Y = sample_points(rng, 4, 3), sample_points(rng, 5, 3)
+    dense = kg.gradient_gram(k, X, Y).to_dense()
+    J = kg.jacobian(k, X, Y)  # (n, m, d): d k(x_i, y_j) / dx_ia
+    H = kg.cross_hessian(k, X, Y)
+    assert_close(dense[:4, :5], kg.gram(k, X, Y))
+    i, j, a, b = 2, 3, 1, 2
+    assert_close(dense[4 + i * 3 + a, j], J[i, j, a])
+    assert_close(dense[4 + i * 3 + a, 5 + j * 3 + b], H[i, j, a, b])
+    # d k / dy = -d k / dx for a stationary kernel.
+    assert_close(dense[i, 5 + j * 3 + b], -J[i, j, b])
+
+
+@pytest.mark.parametrize("case_id", ["rbf_ard", "matern52", "rq", "product_rbf_periodic"])
+def test_training_covariance_is_symmetric_positive_semidefinite(case_id, rng):
+    case = BY_ID[case_id]
+    X = sample_points(rng, 8, case.dim())
+    op = kg.gradient_gram(case.kernel, X)
+    dense = op.to_dense()
+    np.testing.assert_allclose(dense, dense.T, atol=1e-12)
+    assert np.linalg.eigvalsh(dense).min() > -1e-10
+    assert_close(op.diagonal(), np.diag(dense))
+
+
+def test_jax_inputs_give_jax_outputs_and_float32_is_accurate(rng):
+    k = kg.Matern52(lengthscale=0.8) + kg.Linear(variance=0.3)
+    X, Y = sample_points(rng, 40, 3), sample_points(rng, 30, 3)
+    v = rng.normal(size=30 * 4)
+    ref = kg.gradient_gram(k, X, Y).matvec(v)
+    out = kg.gradient_gram(k, jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)).matvec(
+        jnp.asarray(v, jnp.float32)
+    )
+    assert isinstance(out, jax.Array) and out.dtype == jnp.float32
+    assert_close(out, ref, np.float32)
+
+
+def test_matvec_rejects_a_vector_of_the_wrong_length():
+    op = kg.gradient_gram(kg.RBF(), np.zeros((3, 2)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"\(12,\) or \(12, p\)"):
+        op.matvec(np.ones(9))
+
+
+def test_closed_matvec_never_allocates_the_n_m_d_squared_blocks():
+    """XLA's own memory plan for n = m = 1000, d = 100: the dense blocks would be 80 GB."""
+    n, d = 1000, 100
+    with jax.enable_x64(True):
+        X = jax.ShapeDtypeStruct((n, d), jnp.float64)
+        v = jax.ShapeDtypeStruct((n * (d + 1),), jnp.float64)
+        compiled = gradient_kernel.joint_matvec.lower(
+            kg.RBF(lengthscale=3.0), X, X, v, method="closed", row_block=None, col_block=None
+        ).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    assert temp < n * n * 8 * 4, f"{temp / 1e6:.0f} MB of temporaries"  # a few n x m at most
+    assert temp < n * n * d * d * 8 / 1000
+
+
+def test_sharded_matvec_over_four_devices_matches_dense(tmp_path):
+    """Rows split over 4 host devices (shard_map), in a subprocess: device count is global."""
+    script = textwrap.dedent(
+        """
+        import numpy as np, jax, kernelgrad as kg
+        assert jax.device_count() == 4
+        rng = np.random.default_rng(1)
+        X, Y = rng.normal(size=(13, 3)), rng.normal(size=(7, 3))
+        for k in [kg.RBF() * kg.Linear(), kg.kernel(lambda x, y: (x @ y + 1.0) ** 2)]:
+            op = kg.gradient_gram(k, X, Y, row_block=8, col_block=8)
+            V = rng.normal(size=(op.shape[1], 2))
+            err = np.abs(op.matvec(V) - op.to_dense() @ V).max()
+            assert err < 1e-12, err
+        print("ok")
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["KERNELGRAD_NO_COMPILE_CACHE"] = "1"
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_a_dense_matrix_that_cannot_fit_is_refused_and_matvec_is_named():
+    op = kg.gradient_gram(kg.RBF(), np.zeros((30_000, 100)))  # (3.03e6)^2 float64: 73 TB
+    with pytest.raises(MemoryError, match=r"op\.matvec"):
+        op.to_dense()
