@@ -7,6 +7,11 @@ autouse fixture fails any test that leaves the global setting changed.
 The suite is strict, as a careful user is: ``jax_numpy_rank_promotion="raise"`` for the whole
 run (the library's own code must pass under it), and every warning is an error except those
 listed in ``pyproject.toml`` with a reason.
+
+The process has 4 CPU devices (``jax_num_cpu_devices``, set before JAX starts), so that the
+multi-device paths run in-process. Every test runs under a policy that keeps the engine's
+own work on one device (``max_local_devices=1``), as on a one-device machine; the
+multi-device tests lift it with ``policy_with(max_local_devices=None)``.
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ import contextlib
 import dataclasses
 
 import jax
-import numpy as np
-import pytest
-from hypothesis import settings
 
-import kernelgrad as kg
+# Before anything starts JAX's backend (importing kernelgrad does not).
+jax.config.update("jax_num_cpu_devices", 4)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+import kernelgrad as kg  # noqa: E402
 
 # Hypothesis: few examples (the suite shares 2 cores) and no per-example deadline, since the
 # first example of a new shape pays for a JAX compile.
@@ -35,6 +44,13 @@ def x64_unchanged():
     before = jax.config.jax_enable_x64
     yield
     assert jax.config.jax_enable_x64 == before, "a test changed JAX's global x64 setting"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_local_device():
+    """The engine's own work on one of the 4 devices, as on a one-device machine."""
+    with kg.policy.use(dataclasses.replace(kg.policy.current(), max_local_devices=1)):
+        yield
 
 
 @pytest.fixture

@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .execution import eager, engine, memory
+from .execution import eager, engine, memory, sharding
 from .execution.inputs import MODES, Problem, prepare, resolve_method
 
 #: What a transform returns: a NumPy array for NumPy input, a JAX array for JAX input.
@@ -308,7 +307,7 @@ def explain(
     how, padded = engine.plan(inner, method, p)
     devices = 1
     if how == "tiled":
-        devices = jax.local_device_count()
+        devices = len(sharding.local_devices())
     elif how == "sharded":
         devices = len(p.X.sharding.device_set)
     return Plan(op, method, how, padded, devices)

@@ -22,7 +22,9 @@ def _changed(**fields) -> kg.policy.Policy:
 
 
 def test_default_is_the_cpu_policy_here_and_gpus_get_bigger_tiles():
-    assert kg.policy.current() is kg.policy.CPU  # the suite runs on the CPU
+    # The suite runs on the CPU, under the CPU's policy kept to one device (conftest.py).
+    assert kg.policy.current() == dataclasses.replace(kg.policy.CPU, max_local_devices=1)
+    assert kg.policy.CPU.max_local_devices is None  # a user's default: every local device
     assert kg.policy.for_platform("cuda") is kg.policy.GPU
     assert kg.policy.GPU.tile_blocks[0] * kg.policy.GPU.tile_blocks[1] > (
         kg.policy.CPU.tile_blocks[0] * kg.policy.CPU.tile_blocks[1]

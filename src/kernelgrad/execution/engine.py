@@ -187,7 +187,7 @@ def route(op: str, method: str, p: Problem) -> str:
         and method == "closed"
         and p.same
         and symmetric.applies(p.n, p.d)
-        and jax.local_device_count() == 1
+        and sharding.local_mesh() is None
         and not traced
     ):
         return "symmetric"

@@ -89,6 +89,10 @@ class Policy:
     #: (``benchmarks/scale.py --blocks``, n = 2048, m = 131072), 512 x 2048 the fastest in
     #: both dtypes; its tile is 1M pairs (8 MB of float64 coefficients), near the cache.
     tile_blocks: tuple[int, int] = (512, 2048)
+    #: The engine's own multi-device paths (tiled reductions, the gradient operator) use at
+    #: most this many of this process's devices; None: all of them. 1 keeps every call on
+    #: the default device (so does a process that has one).
+    max_local_devices: int | None = None
     #: Y and the weights are streamed in column chunks when replicating them on every
     #: device would take more than this many bytes per device.
     replicated_columns_max_bytes: int = 1 << 30

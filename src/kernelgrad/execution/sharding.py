@@ -42,6 +42,19 @@ def row_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices), (AXIS,))
 
 
+def local_devices() -> list:
+    """The devices of this process that the engine spreads its own work over: all of them,
+    or the first ``max_local_devices`` of the policy."""
+    devices = jax.local_devices()
+    return devices[: policy.current().max_local_devices]
+
+
+def local_mesh() -> Mesh | None:
+    """A row mesh over :func:`local_devices` when there are several, else None."""
+    devices = local_devices()
+    return row_mesh(devices) if len(devices) > 1 else None
+
+
 @compile_cache.jit(static_argnames=("op", "method", "row_block", "col_block"))
 def one_device(kernel, X, Y, W, *, op, method, row_block=None, col_block=None):
     """Op ``op``'s tiled reduction (:func:`kernelgrad.execution.ops.tiled`) as one jitted
@@ -169,8 +182,8 @@ def tiled(op: str, method: str, kernel, X, Y, W, *, pad: bool = True):
 
     With ``pad``, pads n and m to :func:`kernelgrad.execution.padding.fine_bucket` sizes (a growing
     n compiles a handful of programs); without, runs the exact sizes (the engine's choice for
-    sizes called often). Then runs sharded over the devices of this process when there are
-    several (and the inputs are concrete), else the one-device program. The padded rows are
+    sizes called often). Then runs sharded over :func:`local_devices` when there are several
+    (and the inputs are concrete), else the one-device program. The padded rows are
     left on the result for the caller to crop.
     """
     n, m = X.shape[0], Y.shape[0]
@@ -178,16 +191,17 @@ def tiled(op: str, method: str, kernel, X, Y, W, *, pad: bool = True):
         X = padding.pad_rows(X, padding.fine_bucket(n), True)
         Y = padding.pad_rows(Y, padding.fine_bucket(m), True)
         W = padding.pad_rows(W, padding.fine_bucket(m), False)
-    if jax.local_device_count() > 1 and not isinstance(X, jax.core.Tracer):
-        out = reduce(op, method, kernel, X, Y, W, mesh=row_mesh(jax.local_devices()))
-    else:
-        out = one_device(kernel, X, Y, W, op=op, method=method)
-    return out
+    mesh = local_mesh()
+    if mesh is not None and not isinstance(X, jax.core.Tracer):
+        return reduce(op, method, kernel, X, Y, W, mesh=mesh)
+    return one_device(kernel, X, Y, W, op=op, method=method)
 
 
 __all__ = [
     "AXIS",
     "along_rows",
+    "local_devices",
+    "local_mesh",
     "one_device",
     "reduce",
     "row_mesh",

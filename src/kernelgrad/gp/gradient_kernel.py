@@ -246,12 +246,6 @@ def joint_diagonal(kernel, X, Y, *, method):
 # --------------------------------------------------------------------------- the operator
 
 
-def _mesh():
-    """A row mesh over this process's devices when there are several, else None: the same
-    rule as the engine's tiled reductions (:func:`kernelgrad.execution.sharding.tiled`)."""
-    return sharding.row_mesh(jax.local_devices()) if jax.local_device_count() > 1 else None
-
-
 class GradientGram(eqx.Module):
     """Lazy (n (d + 1), m (d + 1)) joint covariance of values and gradients; see the module.
 
@@ -301,9 +295,8 @@ class GradientGram(eqx.Module):
             )
         xp = jnp if self.is_jax else np
         v = xp.asarray(v, dtype=self.dtype)
-        return self._call(
-            joint_matvec, v, row_block=self.row_block, col_block=self.col_block, mesh=_mesh()
-        )
+        blocks = dict(row_block=self.row_block, col_block=self.col_block)
+        return self._call(joint_matvec, v, **blocks, mesh=sharding.local_mesh())
 
     def __matmul__(self, v):
         return self.matvec(v)
