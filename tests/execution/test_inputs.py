@@ -18,6 +18,7 @@ from kernel_table import BY_ID, sample_points
 from references import assert_close, dense_gram, max_relative_error, rbf_closed_form
 
 import kernelgrad as kg
+from kernelgrad.execution import eager
 from kernelgrad.execution.inputs import all_finite
 
 TRANSFORMS = ("gram", "jacobian", "grad", "grad_sum", "gram_matvec")
@@ -471,6 +472,19 @@ def test_one_dimensional_points_report_their_own_index_and_a_single_point_its_va
         kg.grad_sum(kg.Matern52(), X)
     with pytest.raises(ValueError, match=r"^x contains 1 .* the first is nan\. "):
         kg.grad(kg.RBF(), np.float64(np.nan), np.zeros(4))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_a_bad_single_point_in_several_dimensions_is_refused_on_the_lean_path(bad):
+    # The lean grad in d > 1 checks its squared distances, not the points: a bad x makes
+    # every one of them non-finite, and the general path then names x.
+    Y = np.linspace(-1.0, 1.0, 40).reshape(20, 2)
+    x = np.array([0.5, bad])
+    assert eager.applies("grad", kg.RBF(), x, Y)
+    with pytest.raises(ValueError, match=r"^x contains 1 non-finite .* at index 1\. "):
+        kg.grad(kg.RBF(), x, Y)
+    with np.errstate(invalid="ignore"):  # inf * 0 in the unchecked result: NumPy's warning
+        assert np.isnan(kg.grad(kg.RBF(), x, Y, check_finite=False)).any()
 
 
 @pytest.mark.parametrize(

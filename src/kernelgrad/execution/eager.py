@@ -21,6 +21,7 @@ general path, which also produces every error message.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +44,8 @@ class _Constants(NamedTuple):
     # faster than by a Python float, which it must convert on every call.
     scale: dict  # multiplies |x - y|^2: w, or -w / 2 for RBF (exp's argument)
     factor: dict  # multiplies f'-or-f: 2 v w, or -v w for RBF
+    # The scale once per dimension, per (d, dtype): (x - y)^2 @ it is a BLAS product.
+    scale_per_dim: dict
 
 
 def _per_dtype(value: float) -> dict:
@@ -76,7 +79,7 @@ def _fold(k) -> _Constants | None:
     rbf = issubclass(cls, K.RBF)
     # RBF: (2 v w) f'(s) = -(v w) exp(-s / 2), w folded into exp's argument.
     scale, factor = (-0.5 * inv_sq, -0.5 * coef) if rbf else (inv_sq, coef)
-    return _Constants(cls, params, rbf, inv_sq, variance, _per_dtype(scale), _per_dtype(factor))
+    return _Constants(cls, params, rbf, inv_sq, variance, _per_dtype(scale), _per_dtype(factor), {})
 
 
 def _as_2d(X, dtype):
@@ -119,7 +122,11 @@ def _pairs(k, X, Y, w, max_work: int, check_finite: bool):
 
 
 def _one_point(k, x, Y, check_finite: bool):
-    """(constants, one_dim) for an eager ``grad``, or None if it does not apply."""
+    """(constants, one_dim) for an eager ``grad``, or None if it does not apply.
+
+    Points in d > 1 are checked for NaN and inf by :func:`grad` itself, on the squared
+    distances (which are not finite whenever a point is not), at a third of the cost.
+    """
     # Cheapest checks first: this function's whole budget is about a microsecond.
     if type(Y) is not np.ndarray or not 0 < Y.shape[0] <= policy.current().lean_grad_max_points:
         return None
@@ -131,7 +138,7 @@ def _one_point(k, x, Y, check_finite: bool):
     if x.shape != Y.shape[1:] or not (one_dim or Y.ndim == 2):
         return None
     c = _constants(k)
-    if c is None or (check_finite and not all_finite(x, Y)):
+    if c is None or (check_finite and one_dim and not all_finite(x, Y)):
         return None
     return c, one_dim
 
@@ -163,14 +170,19 @@ def _profile(c: _Constants, sq, derivative: bool):
 
     Overwrites ``sq``. The factor in front of f' is left to the caller.
     """
-    dtype = sq.dtype
-    sq *= c.scale[dtype]
+    sq *= c.scale[sq.dtype]
+    return _profile_of_scaled(c, sq, derivative)
+
+
+def _profile_of_scaled(c: _Constants, scaled, derivative: bool):
+    """:func:`_profile` of an ``sq`` already multiplied by the scale (overwritten)."""
+    dtype = scaled.dtype
     if c.rbf:
-        out = np.exp(sq, out=sq)
+        out = np.exp(scaled, out=scaled)
     else:
         fn = c.profile.df if derivative else c.profile.f
         # Profile hyperparameters are float64 arrays: cast back to the points' dtype.
-        out = fn(np, sq, c.params).astype(dtype, copy=False)
+        out = fn(np, scaled, c.params).astype(dtype, copy=False)
     if not derivative and c.variance != 1.0:
         out *= c.variance
     return out
@@ -223,14 +235,25 @@ def grad(k, x, Y, check_finite: bool = True):
     if found is None:
         return None
     c, one_dim = found
+    dtype = Y.dtype
     diff = x - Y
-    s = diff * diff if one_dim else np.einsum("ja,ja->j", diff, diff)
-    slope = _profile(c, s, derivative=True)
-    slope *= c.factor[Y.dtype]
     if one_dim:
+        slope = _profile(c, diff * diff, derivative=True)
+        slope *= c.factor[dtype]
         slope *= diff  # in place: one allocation fewer, on a call that costs a few of them
         return slope
-    return slope[:, None] * diff
+    # The scaled squared distances as one BLAS product: a third of einsum's cost at m = 300.
+    d = Y.shape[1]
+    per_dim = c.scale_per_dim.get((d, dtype))
+    if per_dim is None:
+        per_dim = c.scale_per_dim.setdefault((d, dtype), np.full(d, c.scale[dtype], dtype))
+    scaled = np.square(diff) @ per_dim
+    if check_finite and not math.isfinite(scaled.dot(scaled)):
+        return None  # a NaN or inf point (or an overflow): the general path says which
+    slope = _profile_of_scaled(c, scaled, derivative=True)
+    slope *= c.factor[dtype]
+    diff *= slope[:, None]
+    return diff
 
 
 def _max_work(op: str) -> int:

@@ -63,6 +63,10 @@ class Policy:
     #: A host problem's exact sizes get their own program (no padding, specialised to the
     #: kernel's values) from this many calls on: a compile (tens of ms) is earned back.
     hot_calls: int = 64
+    #: A hot program is compiled with and without XLA:CPU's YNNPACK fusions, and each takes
+    #: this many timed turns on the real arguments (after one untimed call); the faster
+    #: stays. Two turns, untimed call none, picked the 3x slower one on a shared machine.
+    hot_timed_calls: int = 5
     #: Slices of concrete JAX results up to this size go through host memory: a copy this
     #: small costs less than compiling a slice program for every new n.
     host_slice_max_bytes: int = 1 << 24
