@@ -47,6 +47,19 @@ def test_a_policy_moves_the_engines_choice_and_is_undone_on_leaving(rng):
         assert kg.explain("gram", k, small).engine == "dense"
 
 
+def test_a_one_dimensional_closed_grad_map_stays_dense_up_to_its_own_threshold(rng, policy_with):
+    # Its dense program is one fused loop with no (n, m) buffer, so it has a later threshold.
+    policy_with(tiled_min_pairs=1000, tiled_min_pairs_1d=300 * 300)
+    k = BY_ID["rbf"].kernel
+    X = rng.uniform(-1.0, 1.0, 300)
+    assert kg.explain("grad_sum", k, X).engine == "dense"
+    assert kg.explain("grad_sum", k, rng.uniform(-1.0, 1.0, 301)).engine == "tiled"
+    assert kg.explain("grad_sum", k, X, mode="forward").engine == "tiled"  # not the closed form
+    assert kg.explain("grad_sum", k, rng.uniform(-1.0, 1.0, (300, 2))).engine == "tiled"
+    assert kg.explain("gram_matvec", k, X, X, np.ones(300)).engine == "tiled"
+    np.testing.assert_allclose(kg.grad_sum(k, X), kg.grad_sum(k, X, mode="forward"), atol=1e-12)
+
+
 def test_programs_traced_under_one_policy_are_not_reused_under_another(rng):
     """The tile shape is read while tracing: under a second policy the same jitted function
     must trace anew (a shared trace cache would hand back the first policy's tiles)."""

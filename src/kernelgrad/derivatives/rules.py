@@ -29,6 +29,12 @@ def _is_stationary(cls: type) -> bool:
     return issubclass(cls, K.AbstractStationaryKernel)
 
 
+def fused_1d_grad_sum(kernel, d: int) -> bool:
+    """Whether XLA computes this kernel's closed-form grad_sum in ``d`` dimensions as one
+    fused loop with no (n, m) buffer (:func:`_stationary_grad_sum_1d`)."""
+    return d == 1 and _is_stationary(type(kernel))
+
+
 def centre_for_expansion(xp, X, Y):
     """X and Y shifted by the mean of Y where the squared-distance expansion needs them, else
     X and Y as is (differences need no centre, and computing it costs a pass over the
@@ -63,7 +69,7 @@ def grad_sum(kernel, xp, X, Y, w):
     stationary = _is_stationary(type(kernel))
     if xp is not np and stationary and X.shape[1] > 1 and type(kernel).differentiable_at_zero:
         return _stationary_grad_sum_fused(kernel, xp, Xc, Yc, w)
-    if xp is not np and X.shape[1] == 1 and stationary:
+    if xp is not np and fused_1d_grad_sum(kernel, X.shape[1]):
         return _stationary_grad_sum_1d(kernel, xp, X, Y, w)
     if w is None:
         w = xp.ones(Y.shape[0], X.dtype)
@@ -131,4 +137,11 @@ def gram_matvec(kernel, xp, X, Y, W):
     return matmul(xp, gram(kernel, xp, X, Y), W)
 
 
-__all__ = ["centre_for_expansion", "grad_sum", "gram", "gram_matvec", "jacobian"]
+__all__ = [
+    "centre_for_expansion",
+    "fused_1d_grad_sum",
+    "grad_sum",
+    "gram",
+    "gram_matvec",
+    "jacobian",
+]

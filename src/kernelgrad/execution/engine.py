@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..derivatives import rules
 from . import compile_cache, ops, padding, policy, sharding, symmetric
 from .identity import IdentityCache
 from .inputs import Problem, facts, local_x64
@@ -195,9 +196,19 @@ def route(op: str, method: str, p: Problem) -> str:
         and not traced
     ):
         return "symmetric"
-    if reduction and p.n * p.m > policy.current().tiled_min_pairs:
+    if reduction and p.n * p.m > _tiled_min_pairs(op, method, p):
         return "tiled"
     return "traced" if traced else "dense"
+
+
+def _tiled_min_pairs(op: str, method: str, p: Problem) -> int:
+    """Pairs above which a reduction runs tiled: later for a one-device grad map that XLA
+    fuses into one loop in one dimension, whose dense program holds no (n, m) buffer."""
+    chosen = policy.current()
+    fused = op == "grad_sum" and method == "closed" and rules.fused_1d_grad_sum(p.kernel, p.d)
+    if fused and p.n * p.m <= chosen.tiled_min_pairs_1d and sharding.local_mesh() is None:
+        return chosen.tiled_min_pairs_1d
+    return chosen.tiled_min_pairs
 
 
 def _padded(op: str, method: str, p: Problem):

@@ -89,6 +89,11 @@ class Policy:
     #: the two trade places within noise; from there the tiled program is 1.4-1.8x ahead in
     #: float64, as the dense program's n x m intermediates fall out of cache).
     tiled_min_pairs: int = 1536 * 1536
+    #: The same for a closed-form grad map in one dimension on one device, whose dense
+    #: program is one fused loop with no (n, m) buffer (RBF, float64, hot sizes, medians of
+    #: 4): dense against tiled 3.4 against 4.0 ms at n = m = 3000, 13.9 against 14.8 at
+    #: 6000, 24.9 against 26.8 at 8192, 40.4 both at 10000, 2.0 against 0.51 s at 24000.
+    tiled_min_pairs_1d: int = 8192 * 8192
     #: The tiles' (rows, columns): from 512 x 2048 to 8 x 131072 ran within 20% on the CPU
     #: (``benchmarks/scale.py --blocks``, n = 2048, m = 131072), 512 x 2048 the fastest in
     #: both dtypes; its tile is 1M pairs (8 MB of float64 coefficients), near the cache.
