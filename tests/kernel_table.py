@@ -99,6 +99,12 @@ CASES: tuple[KernelCase, ...] = (
     KernelCase("matern52", kg.Matern52(variance=1.5, lengthscale=0.6), diag=1.5),
     KernelCase("rq", kg.RationalQuadratic(variance=0.9, lengthscale=1.2, alpha=0.7), diag=0.9),
     KernelCase("periodic", kg.Periodic(variance=1.3, lengthscale=0.8, period=2.5), diag=1.3),
+    # k(x, x) = variance * c^(2 beta): the literature's form, (c^2 + r^2)^beta.
+    KernelCase(
+        "imq",
+        kg.InverseMultiquadric(variance=1.4, lengthscale=0.9, c=1.2, beta=-0.6),
+        diag=1.4 * 1.44**-0.6,
+    ),
     KernelCase("linear", kg.Linear(variance=0.6), stationary=False),
     KernelCase("poly3", kg.Polynomial(degree=3, offset=0.5), stationary=False),
     KernelCase("poly1", kg.Polynomial(degree=1, offset=0.0), stationary=False),

@@ -8,6 +8,7 @@ from .kernels import Matern12
 from .kernels import Matern32
 from .kernels import Matern52
 from .kernels import RationalQuadratic
+from .kernels import InverseMultiquadric
 from .kernels import Periodic
 from .kernels import Linear
 from .kernels import Polynomial
@@ -54,6 +55,7 @@ __all__ = [
     "Matern32",
     "Matern52",
     "RationalQuadratic",
+    "InverseMultiquadric",
     "Periodic",
     "Linear",
     "Polynomial",

@@ -39,6 +39,10 @@ BAD_BUILDS = {
     "variance_jax_negative": (lambda: kg.RBF(variance=jnp.array(-1.0)), "variance"),
     "linear_variance_zero": (lambda: kg.Linear(variance=0.0), "variance"),
     "rq_alpha_zero": (lambda: kg.RationalQuadratic(alpha=0.0), "alpha"),
+    "imq_c_zero": (lambda: kg.InverseMultiquadric(c=0.0), "c"),
+    "imq_beta_minus_one": (lambda: kg.InverseMultiquadric(beta=-1.0), r"beta .* \(-1, 0\)"),
+    "imq_beta_positive": (lambda: kg.InverseMultiquadric(beta=0.5), r"beta .* \(-1, 0\)"),
+    "imq_beta_vector": (lambda: kg.InverseMultiquadric(beta=[-0.5, -0.5]), "beta"),
     "period_zero": (lambda: kg.Periodic(period=0.0), "period"),
     "period_negative": (lambda: kg.Periodic(period=-1.0), "period"),
     "periodic_ard": (lambda: kg.Periodic(lengthscale=[1.0, 2.0]), "lengthscale"),
@@ -321,7 +325,8 @@ def test_the_forums_buggy_kernel_is_expressible(rng):
 def test_table_ids_cover_every_builtin_class():
     """The shared table exercises each built-in kernel class at least once."""
     names = {type(leaf).__name__ for case in CASES for leaf in _components(case.kernel)}
-    for cls in ("RBF", "Matern12", "Matern32", "Matern52", "RationalQuadratic", "Periodic"):
+    builtin = ("RBF", "Matern12", "Matern32", "Matern52", "RationalQuadratic", "Periodic")
+    for cls in (*builtin, "InverseMultiquadric"):
         assert cls in names
     assert {"Linear", "Polynomial", "Sum", "Product", "Scaled", "PairFunction"} <= names
 
@@ -398,7 +403,8 @@ def _limits_at_zero(kernel):
     RBF: f = exp(-s/2). Matern 3/2: f = (1 + u) e^-u with u = sqrt(3 s), so f' = -(3/2) e^-u.
     Matern 5/2: f = (1 + u + u^2/3) e^-u with u = sqrt(5 s): f' = -(5/6)(1 + u) e^-u and
     f'' = (25/12) e^-u. RQ: f = (1 + s/(2a))^-a: f' = -(1/2)(1 + s/(2a))^(-a-1), f'' =
-    (a+1)/(4a) (1 + s/(2a))^(-a-2). Periodic: sin^2(pi r/p) = (pi r/p)^2 - (pi r/p)^4/3 + ..,
+    (a+1)/(4a) (1 + s/(2a))^(-a-2). IMQ: f = (c^2 + s)^b: f'(0) = b c^(2b - 2), f''(0) =
+    b (b - 1) c^(2b - 4). Periodic: sin^2(pi r/p) = (pi r/p)^2 - (pi r/p)^4/3 + ..,
     so f = exp(c s + (2 pi^4 / (3 p^4 l^2)) s^2 + ..) with c = -2 pi^2 / (p^2 l^2).
     """
     if isinstance(kernel, kg.RBF):
@@ -410,6 +416,9 @@ def _limits_at_zero(kernel):
     if isinstance(kernel, kg.RationalQuadratic):
         a = float(kernel.alpha)
         return -0.5, (a + 1) / (4 * a)
+    if isinstance(kernel, kg.InverseMultiquadric):
+        c, b = float(kernel.c), float(kernel.beta)
+        return b * c ** (2 * b - 2), b * (b - 1) * c ** (2 * b - 4)
     if isinstance(kernel, kg.Periodic):
         p, l = float(kernel.period), float(kernel.lengthscale)
         c = -2 * math.pi**2 / (p**2 * l**2)

@@ -27,6 +27,7 @@ from .pair_function import PairFunction, kernel
 from .stationary import (
     RBF,
     AbstractStationaryKernel,
+    InverseMultiquadric,
     Matern12,
     Matern32,
     Matern52,
@@ -43,6 +44,7 @@ __all__ = [
     "Matern32",
     "Matern52",
     "RationalQuadratic",
+    "InverseMultiquadric",
     "Periodic",
     "Linear",
     "Polynomial",

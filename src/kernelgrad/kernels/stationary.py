@@ -316,6 +316,55 @@ class RationalQuadratic(AbstractStationaryKernel):
         return (alpha + 1.0) / (4.0 * alpha) * (1.0 + s / (2.0 * alpha)) ** (-alpha - 2.0)
 
 
+class InverseMultiquadric(AbstractStationaryKernel):
+    """Inverse multiquadric (IMQ): k = variance * (c^2 + r^2 / l^2)^beta, beta in (-1, 0).
+
+    The standard base kernel of kernel Stein discrepancies: with beta in (-1, 0) its KSD
+    controls convergence in distribution (Gorham and Mackey, 2017); the common choice is
+    c = 1, beta = -1/2. As in that literature k(x, x) = variance * c^(2 beta), 1 only for c = 1.
+    ``f(s) = (c^2 + s)^beta``, ``f' = beta (c^2 + s)^(beta - 1)``,
+    ``f'' = beta (beta - 1) (c^2 + s)^(beta - 2)``: smooth at s = 0.
+    """
+
+    variance: Any
+    lengthscale: Any
+    c: Any
+    beta: Any
+
+    def __init__(self, variance=1.0, lengthscale=1.0, c=1.0, beta=-0.5):
+        self.variance, self.lengthscale = _stationary_scales(variance, lengthscale)
+        self.c = positive("c", c)
+        self.beta = _exponent_in_open_interval("beta", beta, -1.0, 0.0)
+
+    profile_fields = ("c", "beta")
+
+    @staticmethod
+    def f(xp, s, params):
+        c, beta = params
+        return (c * c + s) ** beta
+
+    @staticmethod
+    def df(xp, s, params):
+        c, beta = params
+        return beta * (c * c + s) ** (beta - 1.0)
+
+    @staticmethod
+    def d2f(xp, s, params):
+        c, beta = params
+        return beta * (beta - 1.0) * (c * c + s) ** (beta - 2.0)
+
+
+def _exponent_in_open_interval(name: str, value, low: float, high: float):
+    """A scalar hyperparameter checked to lie in (low, high) where concrete."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    arr = np.array(value, dtype=np.float64)
+    if arr.ndim != 0 or not low < float(arr) < high:
+        raise ValueError(f"{name} must be a scalar in ({low:g}, {high:g}), got {arr.tolist()}.")
+    arr.flags.writeable = False
+    return arr
+
+
 class Periodic(AbstractStationaryKernel):
     """Periodic (exp-sine-squared): k = variance * exp(-2 sin^2(pi r / period) / l^2).
 
