@@ -156,3 +156,25 @@ def brute_joint_covariance(kernel, X, Y) -> np.ndarray:
             out[n + i * d : n + (i + 1) * d, j] = dx[i, j]
             out[n + i * d : n + (i + 1) * d, m + j * d : m + (j + 1) * d] = H[i, j]
     return out
+
+
+def brute_stein_kernel(kernel, X, S) -> np.ndarray:
+    """M[i, j] = k_p(x_i, x_j), the Stein kernel with scores S, written out term by term from
+    AD of the pair call and the full Hessian in z = (x, y): (n, n)."""
+    H = brute_cross_hessian(kernel, X, X)  # (n, n, d, d)
+    with jax.enable_x64(True):
+        (Xj,) = _f64(X)
+
+        def pairs(fn):
+            return np.asarray(jax.vmap(lambda x: jax.vmap(lambda y: fn(x, y))(Xj))(Xj))
+
+        K = pairs(kernel)
+        dx = pairs(jax.grad(kernel, argnums=0))  # (n, n, d)
+        dy = pairs(jax.grad(kernel, argnums=1))
+    S = np.asarray(S, np.float64)
+    return (
+        (S @ S.T) * K
+        + np.einsum("ia,ija->ij", S, dy)
+        + np.einsum("ja,ija->ij", S, dx)
+        + np.trace(H, axis1=2, axis2=3)
+    )

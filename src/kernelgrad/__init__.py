@@ -28,6 +28,7 @@ from .transforms import laplacian_sum
 from .transforms import Plan
 from .transforms import explain
 from .execution import policy
+from . import stein
 from .execution import sharding
 from .execution.memory import DenseTooLargeError
 
@@ -73,6 +74,7 @@ __all__ = [
     "Plan",
     "explain",
     "policy",
+    "stein",
     "sharding",
     "compile_cache",
     "DenseTooLargeError",

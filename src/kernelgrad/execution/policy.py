@@ -110,6 +110,9 @@ class Policy:
     #: unsymmetric time at 3072, 4096 and 8192 points in d = 3; in d = 1 the fused
     #: unsymmetric program stays faster, 1.08-1.12).
     symmetric_min_points: int = 4096
+    #: ``stein.ksd_test`` multiplies the Stein tiles by at most this many (point, draw)
+    #: entries of bootstrap signs per pass (128 MB of float64 for the pass's output).
+    stein_bootstrap_entries: int = 1 << 24
     #: Rows per symmetric block: a block x block float64 coefficient matrix (512 KiB) stays
     #: in L2 cache.
     symmetric_block: int = 256
