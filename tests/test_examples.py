@@ -38,6 +38,9 @@ def test_svgd_moves_particles_onto_the_banana(tmp_path):
     mean = [float(v) for v in re.search(r"mean\s+\[([^\]]+)\]", stdout).group(1).split()]
     # The particles start around (-3, 4); the target's mean is (0, 0).
     assert abs(mean[0]) < 0.6 and abs(mean[1]) < 0.6, stdout
+    # The KSD of the particles against the banana falls as they arrive.
+    ksd = [float(v) for v in re.findall(r"step \d+: (\S+?)(?:,|$)", stdout, re.M)]
+    assert len(ksd) == 7 and ksd[-1] < ksd[0] / 10, stdout
 
 
 def test_gradient_gp_gradients_help_on_branin(tmp_path):
@@ -57,3 +60,21 @@ def test_gradient_gp_gradients_help_on_branin(tmp_path):
     for row in rows:
         # n points with gradients carry 3n numbers: they must beat n values alone.
         assert row["values_and_gradients"] < row["values"], row
+
+
+def test_langevin_ksd_grows_with_the_step_size(tmp_path):
+    png = tmp_path / "ula.png"
+    stdout = run(
+        "langevin_ksd.py",
+        "--chains", "300",
+        "--steps", "200",
+        "--step-sizes", "0.02,0.3",
+        "--n-boot", "100",
+        "--output", str(png),
+    )  # fmt: skip
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    rows = dict(re.findall(r"^\s+(\S+)\s+(\S+)\s+\S+$", stdout, re.M))
+    # At h = 0.3 the chain's variance along the target's stiffest direction is 4x too
+    # large: far from the target; at h = 0.02 it is 5% too large, where 300 draws can
+    # hardly tell it from exact ones.
+    assert float(rows["0.3"]) > 10 * max(float(rows["0.02"]), float(rows["exact"]), 1e-3), stdout

@@ -7,6 +7,11 @@ it from the kernels' order-2 tiles (or AD per pair for pair functions), tile by 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,3 +158,24 @@ def test_svgd_direction_matches_its_definition_and_svgd_lowers_the_ksd(rng):
     before = kg.stein.ksd(imq, X, -X)
     after = kg.stein.ksd(imq, np.asarray(moved), -np.asarray(moved))
     assert after < before / 20
+
+
+def test_the_benchmark_script_runs_small(tmp_path):
+    # benchmarks/stein_perf.py at toy sizes: every part runs, and kernelgrad's KSD agrees
+    # with the dense baseline's.
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "stein_perf.py"
+    out = tmp_path / "stein.json"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--small", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["against_dense"]["relative_difference"] < 1e-12
+    assert (
+        result["against_dense"]["kernelgrad_temp_bytes"]
+        < result["against_dense"]["dense_temp_bytes"]
+    )
+    assert result["large_n"]["n"] == 5000 and result["bootstrap"]["draws"] == 50
