@@ -153,6 +153,9 @@ def test_svgd_direction_matches_its_definition_and_svgd_lowers_the_ksd(rng):
         expected = np.asarray((pull(Xj).sum(1) + push(Xj).sum(1)) / 25)
     np.testing.assert_allclose(kg.stein.svgd_direction(k, X, S), expected, atol=1e-13)
     with jax.enable_x64(True):
+        step = jax.jit(lambda X: kg.stein.svgd_step(k, X, lambda x: -x, 0.1))(jnp.asarray(X))
+    np.testing.assert_allclose(step, X + 0.1 * expected, atol=1e-13)
+    with jax.enable_x64(True):
         moved = jax.jit(lambda X: kg.stein.svgd(X, lambda x: -x, steps=100))(jnp.asarray(X))
     imq = kg.InverseMultiquadric()
     before = kg.stein.ksd(imq, X, -X)
