@@ -27,7 +27,14 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as error:  # pragma: no cover - exercised in an environment without torch
+    raise ImportError(
+        "kernelgrad.torch needs PyTorch: pip install 'kernelgrad[torch]' (torch==2.13.0, "
+        "the CPU build)."
+    ) from error
 
 from . import kernels as K
 from . import transforms
@@ -68,6 +75,19 @@ class Kernel(torch.nn.Module):
 
     def tensors(self) -> list[torch.Tensor]:
         return [getattr(self, name) for name in self.tensor_names]
+
+    def kernelgrad_kernel(self) -> K.AbstractKernel:
+        """The kernelgrad kernel with the tensors' current values, built once per version of
+        them (an optimiser's in-place step bumps a tensor's version), so that kernelgrad's
+        per-kernel caches keep serving repeated calls."""
+        tensors = self.tensors()
+        versions = tuple((t.data_ptr(), t._version) for t in tensors)
+        cached = getattr(self, "_built", None)
+        if cached is None or cached[0] != versions:
+            arrays = [t.detach().cpu().numpy() for t in tensors]
+            cached = (versions, self.spec().build(arrays))
+            self._built = cached
+        return cached[1]
 
     def spec(self) -> _Spec:
         """What builds this kernel from arrays, hashable: one compiled program serves every
@@ -189,7 +209,11 @@ def _program(name: str, spec, treedef, present: tuple[bool, ...], options: tuple
         positional = [next(full) if here else None for here in present]
         return transform(kernel, *positional, **dict(options))
 
-    return jax.jit(fn)
+    # The VJP's function is a pytree (jax.tree_util.Partial), so both halves compile once:
+    # tracing jax.vjp anew on every call cost half a millisecond.
+    forward = jax.jit(lambda args, leaves: jax.vjp(fn, args, leaves))
+    backward = jax.jit(lambda vjp, grad: vjp(grad))
+    return forward, backward
 
 
 class _Through(torch.autograd.Function):
@@ -198,16 +222,17 @@ class _Through(torch.autograd.Function):
     # Tensors cross inside the x64 context: outside it JAX would take float64 as float32.
     @staticmethod
     def forward(ctx, program, dtype, count, *tensors):
+        forward, backward = program
         with _precision(dtype):
             arrays = [_to_jax(t) for t in tensors]
-            out, vjp = jax.vjp(program, arrays[:count], arrays[count:])
-        ctx.vjp, ctx.dtype = vjp, dtype
+            out, vjp = forward(arrays[:count], arrays[count:])
+        ctx.vjp, ctx.backward, ctx.dtype = vjp, backward, dtype
         return _to_torch(out)
 
     @staticmethod
     def backward(ctx, grad):
         with _precision(ctx.dtype):
-            args, leaves = ctx.vjp(_to_jax(grad))
+            args, leaves = ctx.backward(ctx.vjp, _to_jax(grad.contiguous()))
         grads = [_to_torch(g) for g in (*args, *leaves)]
         return (None, None, None, *grads)
 
@@ -217,21 +242,34 @@ def _precision(dtype: torch.dtype):
 
 
 def _call(name: str, k, named: dict[str, Any], **options) -> torch.Tensor:
+    own = k.tensors() if isinstance(k, Kernel) else []
+    _, dtype = _validate(named, own)
+    args = [t for t in named.values() if t is not None]
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (*args, *own))):
+        if named["X"].device.type == "cpu":
+            return _on_numpy(name, k, named, options)
     if isinstance(k, Kernel):
-        kernel_tensors, spec, treedef = k.tensors(), k.spec(), None
+        kernel_tensors, spec, treedef = [t.to(dtype=dtype) for t in own], k.spec(), None
     else:
         base = K.kernel(k)  # raises a TypeError for anything that is not a kernel
         leaves, treedef = jax.tree.flatten(base)
-        kernel_tensors = [torch.tensor(np.array(leaf)) for leaf in leaves]
+        device = named["X"].device
+        kernel_tensors = [torch.tensor(np.array(x), dtype=dtype, device=device) for x in leaves]
         spec = None
-    _, dtype = _validate(named, kernel_tensors)
-    kernel_tensors = [t.to(dtype=dtype) for t in kernel_tensors]
-    if not isinstance(k, Kernel):
-        kernel_tensors = [t.to(device=named["X"].device) for t in kernel_tensors]
     present = tuple(t is not None for t in named.values())
     program = _program(name, spec, treedef, present, tuple(sorted(options.items())))
-    args = [t for t in named.values() if t is not None]
     return _Through.apply(program, dtype, len(args), *args, *kernel_tensors)
+
+
+def _on_numpy(name: str, k, named: dict[str, Any], options) -> torch.Tensor:
+    """Nothing to differentiate, on the CPU: the tensors as NumPy views through the public
+    transform, with everything it has for NumPy (eager NumPy for small problems, exact-size
+    programs for sizes called often)."""
+    kernel = k.kernelgrad_kernel() if isinstance(k, Kernel) else K.kernel(k)
+    values = [None if t is None else t.detach().numpy() for t in named.values()]
+    out = getattr(transforms, name)(kernel, *values, **options)
+    # A result viewing a JAX buffer is read-only, which torch cannot wrap: copy it.
+    return torch.from_numpy(out if out.flags.writeable else out.copy())
 
 
 # --------------------------------------------------------------------------- transforms
