@@ -7,6 +7,9 @@ brute-force references.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -114,3 +117,12 @@ def test_tensors_cross_to_jax_and_back_without_a_copy():
 def test_bad_input_gets_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_without_torch_the_import_error_names_the_extra():
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "try:\n    import kernelgrad.torch\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "pip install 'kernelgrad[torch]'" in out.stdout, out.stderr
