@@ -39,6 +39,7 @@ except ImportError as error:  # pragma: no cover - exercised in an environment w
 from . import kernels as K
 from . import transforms
 from .execution.inputs import local_x64
+from .gp import gradient_kernel
 
 _FLOATS = (torch.float32, torch.float64)
 
@@ -201,7 +202,7 @@ def _validate(named: dict[str, Any], kernel_tensors: list[torch.Tensor]):
 def _program(name: str, spec, treedef, present: tuple[bool, ...], options: tuple):
     """The jitted JAX function of (points, weights, hyperparameters) that ``name`` computes:
     the kernel comes from ``spec`` (a :class:`Kernel`'s) or from ``treedef`` and its leaves."""
-    transform = getattr(transforms, name)
+    transform = _JOINT.get(name) or getattr(transforms, name)
 
     def fn(args, leaves):
         kernel = spec.build(leaves) if spec is not None else jax.tree.unflatten(treedef, leaves)
@@ -246,7 +247,7 @@ def _call(name: str, k, named: dict[str, Any], **options) -> torch.Tensor:
     _, dtype = _validate(named, own)
     args = [t for t in named.values() if t is not None]
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (*args, *own))):
-        if named["X"].device.type == "cpu":
+        if named["X"].device.type == "cpu" and name not in _JOINT:
             return _on_numpy(name, k, named, options)
     if isinstance(k, Kernel):
         kernel_tensors, spec, treedef = [t.to(dtype=dtype) for t in own], k.spec(), None
@@ -270,6 +271,50 @@ def _on_numpy(name: str, k, named: dict[str, Any], options) -> torch.Tensor:
     out = getattr(transforms, name)(kernel, *values, **options)
     # A result viewing a JAX buffer is read-only, which torch cannot wrap: copy it.
     return torch.from_numpy(out if out.flags.writeable else out.copy())
+
+
+# --------------------------------------------------------------------------- the joint covariance
+
+
+def _method(kernel) -> str:
+    return "closed" if kernel.has_closed_form else "forward"
+
+
+def _joint_matvec(kernel, X, Y, V, *, mode):
+    return gradient_kernel.joint_matvec(kernel, X, Y, V, method=_method(kernel))
+
+
+def _joint_dense(kernel, X, Y, *, mode):
+    return gradient_kernel.joint_dense(kernel, X, Y, method=_method(kernel))
+
+
+def _joint_diagonal(kernel, X, *, mode):
+    return gradient_kernel.joint_diagonal(kernel, X, X, method=_method(kernel))
+
+
+#: The joint covariance of values and gradients (block-major, see
+#: :mod:`kernelgrad.gp.gradient_kernel`), on torch tensors through the same autograd path.
+_JOINT = {
+    "joint_matvec": _joint_matvec,
+    "joint_dense": _joint_dense,
+    "joint_diagonal": _joint_diagonal,
+}
+
+
+def joint_matvec(k, X, Y, V) -> torch.Tensor:
+    """The (n (d + 1), m (d + 1)) joint covariance of [f(X), grad f(X)] and [f(Y), grad
+    f(Y)] times V (m (d + 1), p), matrix-free in O(n m d): block-major rows and columns."""
+    return _call("joint_matvec", k, {"X": X, "Y": Y, "V": V}, mode="auto")
+
+
+def joint_dense(k, X, Y) -> torch.Tensor:
+    """The joint covariance as a dense (n (d + 1), m (d + 1)) tensor, block-major."""
+    return _call("joint_dense", k, {"X": X, "Y": Y}, mode="auto")
+
+
+def joint_diagonal(k, X) -> torch.Tensor:
+    """The diagonal of the square joint covariance of X with itself: (n (d + 1),)."""
+    return _call("joint_diagonal", k, {"X": X}, mode="auto")
 
 
 # --------------------------------------------------------------------------- transforms
@@ -327,5 +372,8 @@ __all__ = [
     "gram",
     "gram_matvec",
     "jacobian",
+    "joint_dense",
+    "joint_diagonal",
+    "joint_matvec",
     "laplacian_sum",
 ]

@@ -1,0 +1,128 @@
+"""A GPyTorch kernel for values and gradients jointly, lazy and O(n m d) per product.
+
+:class:`GradientKernel` drops in where GPyTorch's ``RBFKernelGrad`` or ``Matern52KernelGrad``
+is used (with ``ConstantMeanGrad`` and ``MultitaskGaussianLikelihood(num_tasks=d + 1)``),
+for any kernelgrad stationary family. Its covariance is a ``linear_operator``
+:class:`GradientLinearOperator` in GPyTorch's layout: point-major, each point's value
+followed by its partial derivatives. Products with it run through kernelgrad's matrix-free
+joint covariance (:func:`kernelgrad.torch.joint_matvec`), so the n (d + 1) x m (d + 1)
+matrix is never built unless GPyTorch asks for it densely (small problems, where it factorises
+it); gradients reach the points and the lengthscales through ``torch.autograd``.
+
+``dims=`` observes only some partial derivatives (GPyTorch issue 2525): each point then
+carries its value and the derivatives along ``dims``, in that order.
+"""
+
+from __future__ import annotations
+
+try:
+    import gpytorch
+    import torch
+    from linear_operator.operators import LinearOperator
+except ImportError as error:  # pragma: no cover - exercised in an environment without it
+    raise ImportError(
+        "kernelgrad.gpytorch needs GPyTorch: pip install 'kernelgrad[gpytorch]'."
+    ) from error
+
+from . import kernels as K
+from . import torch as kgt
+
+
+def _layout(n: int, d: int, dims: tuple[int, ...]) -> torch.Tensor:
+    """For each entry of GPyTorch's layout (point i: value, then d/dx_a for a in dims), its
+    index in kernelgrad's block-major one (values 0..n-1, then point i's gradient at
+    n + i d)."""
+    i = torch.arange(n)[:, None]
+    grads = n + i * d + torch.tensor(dims, dtype=torch.long)[None, :]
+    return torch.cat([i, grads], dim=1).reshape(-1)
+
+
+class GradientLinearOperator(LinearOperator):
+    """The joint covariance of [f(x1_i), d f(x1_i) / dx_a for a in dims] and the same at x2,
+    in GPyTorch's point-major layout. Matrix-free products; dense only on request."""
+
+    def __init__(self, x1, x2, lengthscale, *, family, dims):
+        super().__init__(x1, x2, lengthscale, family=family, dims=dims)
+        self.x1, self.x2, self.lengthscale = x1, x2, lengthscale
+        self.family, self.dims = family, tuple(dims)
+        d = x1.shape[-1]
+        self._rows = _layout(x1.shape[0], d, self.dims).to(x1.device)
+        self._cols = _layout(x2.shape[0], d, self.dims).to(x1.device)
+
+    def _kernel(self):
+        return kgt.Kernel(self.family, lengthscale=self.lengthscale)
+
+    def _size(self):
+        return torch.Size([self._rows.numel(), self._cols.numel()])
+
+    def _transpose_nonbatch(self):
+        return GradientLinearOperator(
+            self.x2, self.x1, self.lengthscale, family=self.family, dims=self.dims
+        )
+
+    def _matmul(self, rhs):
+        vector = rhs.ndim == 1
+        rhs = rhs[:, None] if vector else rhs
+        d = self.x2.shape[-1]
+        full = rhs.new_zeros((self.x2.shape[0] * (d + 1), rhs.shape[-1]))
+        full = full.index_copy(0, self._cols, rhs)  # unobserved derivatives get weight 0
+        out = kgt.joint_matvec(self._kernel(), self.x1, self.x2, full)[self._rows]
+        return out[:, 0] if vector else out
+
+    def to_dense(self):
+        dense = kgt.joint_dense(self._kernel(), self.x1, self.x2)
+        return dense[self._rows][:, self._cols]
+
+    def _diagonal(self):
+        if self.x1 is self.x2 or torch.equal(self.x1, self.x2):
+            return kgt.joint_diagonal(self._kernel(), self.x1)[self._rows]
+        return self.to_dense().diagonal()
+
+
+class GradientKernel(gpytorch.kernels.Kernel):
+    """GPyTorch kernel of values and gradients for a kernelgrad stationary family.
+
+    Args:
+        family: a kernelgrad stationary kernel class with unit variance
+            (``kernelgrad.RBF``, ``kernelgrad.Matern52``, ...); wrap this kernel in
+            ``gpytorch.kernels.ScaleKernel`` for an output scale, as with ``RBFKernelGrad``.
+        dims: the input dimensions whose partial derivatives are observed (default: all).
+        **kwargs: GPyTorch's kernel arguments (``ard_num_dims``, ``lengthscale_prior``, ...).
+    """
+
+    has_lengthscale = True
+
+    def __init__(self, family: type = K.RBF, *, dims=None, **kwargs):
+        if not (isinstance(family, type) and issubclass(family, K.AbstractStationaryKernel)):
+            raise TypeError(f"GradientKernel needs a kernelgrad stationary family, got {family!r}.")
+        super().__init__(**kwargs)
+        self.family = family
+        self.dims = None if dims is None else tuple(int(a) for a in dims)
+        if self.dims is not None and (len(set(self.dims)) != len(self.dims) or min(self.dims) < 0):
+            raise ValueError(f"dims must be distinct non-negative dimensions, got {self.dims}.")
+
+    def _dims(self, d: int) -> tuple[int, ...]:
+        if self.dims is None:
+            return tuple(range(d))
+        if len(set(self.dims)) != len(self.dims) or not all(0 <= a < d for a in self.dims):
+            raise ValueError(f"dims must be distinct dimensions in 0..{d - 1}, got {self.dims}.")
+        return self.dims
+
+    def forward(self, x1, x2, diag=False, **params):
+        if x1.ndim != 2 or x2.ndim != 2:
+            raise ValueError(
+                f"GradientKernel takes points of shape (n, d) without batch dimensions; got "
+                f"{tuple(x1.shape)} and {tuple(x2.shape)}."
+            )
+        lengthscale = self.lengthscale.reshape(-1)
+        lengthscale = lengthscale[0] if lengthscale.numel() == 1 else lengthscale
+        op = GradientLinearOperator(
+            x1, x2, lengthscale, family=self.family, dims=self._dims(x1.shape[-1])
+        )
+        return op.diagonal() if diag else op
+
+    def num_outputs_per_input(self, x1, x2):
+        return 1 + len(self._dims(x1.shape[-1]))
+
+
+__all__ = ["GradientKernel", "GradientLinearOperator"]
