@@ -204,8 +204,13 @@ def ksd(k, X, score, *, statistic: str = "u", weights=None):
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be 'u' or 'v', got {statistic!r}.")
     sample = _sample(k, X, score, weights, "ksd")
-    if statistic == "u" and sample.X.shape[0] < 2:
-        raise ValueError("The U-statistic needs at least 2 points; use statistic='v'.")
+    if statistic == "u" and (
+        sample.X.shape[0] < 2
+        or (isinstance(sample.a, np.ndarray) and np.count_nonzero(sample.a) < 2)
+    ):
+        raise ValueError(
+            "The U-statistic needs at least 2 points of positive weight; use statistic='v'."
+        )
     Xp, Sp, ap = _padded(sample)
     with local_x64(sample.X.dtype):
         total = jnp.dot(ap, _stein_matvec(sample.kernel, Xp, Sp, ap[:, None])[:, 0])
