@@ -16,6 +16,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from kernel_table import BY_ID  # noqa: E402
+
 import kernelgrad as kg  # noqa: E402
 import kernelgrad.torch as kgt  # noqa: E402
 
@@ -29,9 +31,10 @@ def _points(n, d, dtype=F64, grad=True):
     ).requires_grad_(grad)
 
 
+@pytest.mark.parametrize("case", [BY_ID["matern52"], BY_ID["pair_rbf"]], ids=["closed", "ad"])
 @pytest.mark.parametrize("name", TRANSFORMS)
-def test_values_match_kernelgrad_in_both_dtypes(name):
-    k = kg.Matern52(lengthscale=0.9)
+def test_values_match_kernelgrad_in_both_dtypes(name, case):
+    k = case.kernel
     for dtype in (torch.float32, F64):
         X = _points(7, 3, dtype, grad=False)
         out = getattr(kgt, name)(k, X)
