@@ -46,6 +46,17 @@ def test_dense_products_and_diagonal_equal_gpytorchs_kernels(name, ard):
     assert (ours(X, X, diag=True) - theirs(X, X, diag=True)).abs().max() < 1e-10
 
 
+def test_indexed_entries_are_the_dense_ones():
+    # GPyTorch's pivoted-Cholesky preconditioner reads rows through _get_indices.
+    ours, _ = _pair("rbf")
+    X = _points(9, 1)
+    op = ours(X, X).evaluate_kernel()
+    dense = op.to_dense()
+    rows = torch.tensor([[3], [17], [35]])
+    cols = torch.arange(36)[None, :]
+    assert (op._get_indices(rows, cols) - dense[rows, cols]).abs().max() < 1e-12
+
+
 def test_dims_observes_only_those_partial_derivatives():
     ours, _ = _pair("rbf")
     X = _points(6, 3)

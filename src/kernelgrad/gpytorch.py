@@ -73,6 +73,18 @@ class GradientLinearOperator(LinearOperator):
         dense = kgt.joint_dense(self._kernel(), self.x1, self.x2)
         return dense[self._rows][:, self._cols]
 
+    def _get_indices(self, row_index, col_index, *batch_indices):
+        """Entries [row_index, col_index] (broadcast together), from the dense joint block of
+        only the points they touch: GPyTorch's pivoted-Cholesky preconditioner reads a few
+        rows this way."""
+        width = 1 + len(self.dims)
+        rows, row_parts = torch.unique(row_index // width, return_inverse=True)
+        cols, col_parts = torch.unique(col_index // width, return_inverse=True)
+        block = GradientLinearOperator(
+            self.x1[rows], self.x2[cols], self.lengthscale, family=self.family, dims=self.dims
+        ).to_dense()
+        return block[row_parts * width + row_index % width, col_parts * width + col_index % width]
+
     def _diagonal(self):
         if self.x1 is self.x2 or torch.equal(self.x1, self.x2):
             return kgt.joint_diagonal(self._kernel(), self.x1)[self._rows]
