@@ -14,9 +14,9 @@ exhausting a shared machine:
 * n = 1000, d = 100 (101,000 x 101,000, 76 GiB dense): training steps (a marginal
   likelihood evaluation, its gradient, an Adam step), kernelgrad's kernel only.
 
-GPyTorch's pivoted-Cholesky preconditioner is off for both kernels: with it, kernelgrad's
-run at n = 1000, d = 10 did not finish in 10 minutes (it reads the operator's rows a few
-points at a time; not yet investigated).
+GPyTorch's pivoted-Cholesky preconditioner is off for both kernels. Known problem:
+kernelgrad's run at n = 1000, d = 10 stalls at a few percent CPU (with the preconditioner on
+or off), where n = 400, d = 10 and n = 1000, d = 100 run; not yet understood.
 """
 
 from __future__ import annotations
