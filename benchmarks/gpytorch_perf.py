@@ -15,8 +15,10 @@ exhausting a shared machine:
   likelihood evaluation, its gradient, an Adam step), kernelgrad's kernel only.
 
 GPyTorch's pivoted-Cholesky preconditioner is off for both kernels. Known problem:
-kernelgrad's run at n = 1000, d = 10 stalls at a few percent CPU (with the preconditioner on
-or off), where n = 400, d = 10 and n = 1000, d = 100 run; not yet understood.
+kernelgrad's run at n = 1000, d = 10 needs over 24 GB (uncapped, the kernel's OOM killer
+stopped it at 24 GB of RSS; under the cap it stalls in the failed allocation), where
+n = 400, d = 10 and n = 1000, d = 100 run in under 1.5 GB: some call at that size asks the
+operator for a dense result, not yet found.
 """
 
 from __future__ import annotations
