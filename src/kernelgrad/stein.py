@@ -255,16 +255,17 @@ def ksd_test(k, X, score, *, n_boot: int = 1000, seed: int = 0) -> KSDTest:
     if n < 2:
         raise ValueError("ksd_test needs at least 2 points.")
     signs = np.random.default_rng(seed).choice(np.array([-1.0, 1.0]), size=(n, n_boot))
+    # Column 0 (all ones) gives the statistic itself, in the same pass as the first draws.
+    columns = np.concatenate([np.ones((n, 1)), signs], axis=1).astype(sample.X.dtype)
     Xp, Sp, _ = _padded(sample)
     size = Xp.shape[0]
     per_pass = max(1, policy.current().stein_bootstrap_entries // size)
+    totals = []
     with local_x64(sample.X.dtype):
         diagonal = float(jnp.sum(_stein_diagonal(sample.kernel, sample.X, sample.S)))
-        ones = padding.pad_rows(np.ones((n, 1), sample.X.dtype), size, False)
-        totals = [np.asarray(_stein_matvec(sample.kernel, Xp, Sp, ones))[:n, 0].sum()]
-        for start in range(0, n_boot, per_pass):
-            block = padding.pad_rows(signs[:, start : start + per_pass], size, False)
-            out = np.asarray(_stein_matvec(sample.kernel, Xp, Sp, block.astype(Xp.dtype)))
+        for start in range(0, n_boot + 1, per_pass):
+            block = padding.pad_rows(columns[:, start : start + per_pass], size, False)
+            out = np.asarray(_stein_matvec(sample.kernel, Xp, Sp, block))
             totals.extend(np.einsum("ib,ib->b", block[:n], out[:n]))
     # e_i^2 = 1, so every replicate drops the same diagonal as the statistic.
     values = (np.asarray(totals) - diagonal) / (n * (n - 1))
@@ -291,7 +292,7 @@ def svgd_direction(k, X, score):
         )
     S = jax.vmap(score)(X) if callable(score) else score
     n = jnp.shape(X)[0]
-    return (transforms.gram_matvec(k, X, X, S) - transforms.grad_sum(k, X)) / n
+    return (transforms.gram_matvec(k, X, W=S) - transforms.grad_sum(k, X)) / n
 
 
 def svgd_step(k, X, score, step_size):
