@@ -9,7 +9,7 @@ gpytorch = pytest.importorskip("gpytorch")
 torch = pytest.importorskip("torch")
 
 import kernelgrad as kg  # noqa: E402
-from kernelgrad.gpytorch import GradientKernel  # noqa: E402
+from kernelgrad.gpytorch import GradientKernel, GradientLinearOperator  # noqa: E402
 
 F64 = torch.float64
 THEIRS = {
@@ -44,6 +44,39 @@ def test_dense_products_and_diagonal_equal_gpytorchs_kernels(name, ard):
     assert (op @ V - expected @ V).abs().max() < 1e-10
     assert (op.mT.to_dense() - expected.mT).abs().max() < 1e-10
     assert (ours(X, X, diag=True) - theirs(X, X, diag=True)).abs().max() < 1e-10
+
+
+# linear_operator's interpolation (an unaligned slice) builds a sparse tensor, and torch warns.
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning")
+def test_batched_points_give_gpytorchs_batched_covariance():
+    """Inputs of shape (2, 3, n, d), as BoTorch's acquisition functions pass them, against
+    RBFKernelGrad on the same batch: dense, products, batch indexing, diagonal, gradients."""
+    ours, theirs = _pair("rbf", 3)
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(2, 3, 4, 3, dtype=F64, generator=g)
+    Y = torch.randn(3, 5, 3, dtype=F64, generator=g)  # broadcast against X's batch
+    expected = theirs(X, Y.expand(2, 3, 5, 3)).to_dense()  # RBFKernelGrad does not broadcast
+    op = ours(X, Y).evaluate_kernel()
+    assert op.shape == expected.shape == (2, 3, 16, 20)
+    assert (op.to_dense() - expected).abs().max() < 1e-10
+    V = torch.randn(20, 2, dtype=F64, generator=g)
+    assert (op @ V - expected @ V).abs().max() < 1e-10
+    assert (op[1, 2].to_dense() - expected[1, 2]).abs().max() < 1e-10
+    for rows, cols in [(slice(4, 12), slice(8, None)), (slice(3, 9), slice(2, 7))]:
+        # Point-aligned blocks (of 4 entries per point) are sub-operators; others interpolate.
+        part = op[:, 1, rows, cols]
+        assert isinstance(part, GradientLinearOperator) == (rows.start % 4 == 0)
+        assert (part.to_dense() - expected[:, 1, rows, cols]).abs().max() < 1e-10
+    assert (ours(X, X, diag=True) - theirs(X, X, diag=True)).abs().max() < 1e-10
+    ((op @ V) ** 2).sum().backward()
+    ((expected @ V) ** 2).sum().backward()
+    assert torch.allclose(ours.raw_lengthscale.grad, theirs.raw_lengthscale.grad, rtol=1e-9)
+
+
+def test_batch_mode_lengthscales_are_refused_clearly():
+    kernel = GradientKernel(kg.RBF, batch_shape=torch.Size([2])).double()
+    with pytest.raises(NotImplementedError, match="one set of lengthscales"):
+        kernel(_points(3, 1), _points(3, 2)).to_dense()
 
 
 def test_indexed_entries_are_the_dense_ones():

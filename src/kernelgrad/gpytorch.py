@@ -37,46 +37,90 @@ def _layout(n: int, d: int, dims: tuple[int, ...]) -> torch.Tensor:
     return torch.cat([i, grads], dim=1).reshape(-1)
 
 
+def _point_slice(index, points: int, width: int) -> slice | None:
+    """The slice of points that an entry index covers, when it is a unit-step slice from one
+    point's first entry to another's; else None."""
+    if not isinstance(index, slice):
+        return None
+    start, stop, step = index.indices(points * width)
+    if step != 1 or start % width or stop % width:
+        return None
+    return slice(start // width, max(start, stop) // width)
+
+
 class GradientLinearOperator(LinearOperator):
     """The joint covariance of [f(x1_i), d f(x1_i) / dx_a for a in dims] and the same at x2,
-    in GPyTorch's point-major layout. Matrix-free products; dense only on request."""
+    in GPyTorch's point-major layout. Matrix-free products; dense only on request.
+
+    x1 (..., n, d) and x2 (..., m, d) share their batch shape, and so does the lengthscale
+    (..., L), a broadcast of one lengthscale (GPyTorch's batch operations then index, permute
+    and unsqueeze all three alike)."""
 
     def __init__(self, x1, x2, lengthscale, *, family, dims):
         super().__init__(x1, x2, lengthscale, family=family, dims=dims)
         self.x1, self.x2, self.lengthscale = x1, x2, lengthscale
         self.family, self.dims = family, tuple(dims)
         d = x1.shape[-1]
-        self._rows = _layout(x1.shape[0], d, self.dims).to(x1.device)
-        self._cols = _layout(x2.shape[0], d, self.dims).to(x1.device)
+        self._rows = _layout(x1.shape[-2], d, self.dims).to(x1.device)
+        self._cols = _layout(x2.shape[-2], d, self.dims).to(x1.device)
 
     def _kernel(self):
-        return kgt.Kernel(self.family, lengthscale=self.lengthscale)
+        lengthscale = self.lengthscale[(0,) * (self.lengthscale.ndim - 1)]  # a view: autograd
+        lengthscale = lengthscale[0] if lengthscale.numel() == 1 else lengthscale
+        return kgt.Kernel(self.family, lengthscale=lengthscale)
 
     def _size(self):
-        return torch.Size([self._rows.numel(), self._cols.numel()])
+        return torch.Size([*self.x1.shape[:-2], self._rows.numel(), self._cols.numel()])
 
     def _transpose_nonbatch(self):
         return GradientLinearOperator(
             self.x2, self.x1, self.lengthscale, family=self.family, dims=self.dims
         )
 
+    def _expand_batch(self, batch_shape):
+        x1, x2, lengthscale = (
+            t.expand(*batch_shape, *t.shape[len(self.batch_shape) :])
+            for t in (self.x1, self.x2, self.lengthscale)
+        )
+        return GradientLinearOperator(x1, x2, lengthscale, family=self.family, dims=self.dims)
+
+    def _getitem(self, row_index, col_index, *batch_indices):
+        """A slice that starts and ends at point boundaries (GPyTorch's train and test blocks)
+        is the operator of those points; anything else goes through linear_operator's
+        interpolation."""
+        rows = _point_slice(row_index, self.x1.shape[-2], 1 + len(self.dims))
+        cols = _point_slice(col_index, self.x2.shape[-2], 1 + len(self.dims))
+        if rows is None or cols is None:
+            return super()._getitem(row_index, col_index, *batch_indices)
+        x1, x2, lengthscale = (
+            t[batch_indices] if batch_indices else t for t in (self.x1, self.x2, self.lengthscale)
+        )
+        return GradientLinearOperator(
+            x1[..., rows, :], x2[..., cols, :], lengthscale, family=self.family, dims=self.dims
+        )
+
     def _matmul(self, rhs):
         vector = rhs.ndim == 1
         rhs = rhs[:, None] if vector else rhs
-        d = self.x2.shape[-1]
-        full = rhs.new_zeros((self.x2.shape[0] * (d + 1), rhs.shape[-1]))
-        full = full.index_copy(0, self._cols, rhs)  # unobserved derivatives get weight 0
-        out = kgt.joint_matvec(self._kernel(), self.x1, self.x2, full)[self._rows]
-        return out[:, 0] if vector else out
+        batch = torch.broadcast_shapes(self.batch_shape, rhs.shape[:-2])
+        x1, x2 = (x.expand(*batch, *x.shape[-2:]) for x in (self.x1, self.x2))
+        rhs = rhs.expand(*batch, *rhs.shape[-2:])
+        d = x2.shape[-1]
+        full = rhs.new_zeros((*batch, x2.shape[-2] * (d + 1), rhs.shape[-1]))
+        full = full.index_copy(-2, self._cols, rhs)  # unobserved derivatives get weight 0
+        out = kgt.joint_matvec(self._kernel(), x1, x2, full)[..., self._rows, :]
+        return out[..., 0] if vector else out
 
     def to_dense(self):
         dense = kgt.joint_dense(self._kernel(), self.x1, self.x2)
-        return dense[self._rows][:, self._cols]
+        return dense[..., self._rows, :][..., self._cols]
 
     def _get_indices(self, row_index, col_index, *batch_indices):
         """Entries [row_index, col_index] (broadcast together), from the dense joint block of
         only the points they touch: GPyTorch's pivoted-Cholesky preconditioner reads a few
-        rows this way."""
+        rows this way. With batch dimensions, from the dense batch (small problems)."""
+        if batch_indices:
+            return self.to_dense()[(*batch_indices, row_index, col_index)]
         width = 1 + len(self.dims)
         rows, row_parts = torch.unique(row_index // width, return_inverse=True)
         cols, col_parts = torch.unique(col_index // width, return_inverse=True)
@@ -87,8 +131,8 @@ class GradientLinearOperator(LinearOperator):
 
     def _diagonal(self):
         if self.x1 is self.x2 or torch.equal(self.x1, self.x2):
-            return kgt.joint_diagonal(self._kernel(), self.x1)[self._rows]
-        return self.to_dense().diagonal()
+            return kgt.joint_diagonal(self._kernel(), self.x1)[..., self._rows]
+        return self.to_dense().diagonal(dim1=-2, dim2=-1)
 
 
 class GradientKernel(gpytorch.kernels.Kernel):
@@ -121,17 +165,25 @@ class GradientKernel(gpytorch.kernels.Kernel):
         return self.dims
 
     def forward(self, x1, x2, diag=False, **params):
-        if x1.ndim != 2 or x2.ndim != 2:
+        if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
             raise ValueError(
-                f"GradientKernel takes points of shape (n, d) without batch dimensions; got "
+                f"GradientKernel takes points of shape (..., n, d) and (..., m, d); got "
                 f"{tuple(x1.shape)} and {tuple(x2.shape)}."
             )
+        if self.lengthscale.shape[:-2].numel() != 1:
+            raise NotImplementedError(
+                "GradientKernel has one set of lengthscales; a kernel with batch_shape "
+                f"{tuple(self.batch_shape)} (a lengthscale of shape "
+                f"{tuple(self.lengthscale.shape)}) is not supported yet."
+            )
+        batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+        x1, x2 = (x.expand(*batch, *x.shape[-2:]) for x in (x1, x2))
         lengthscale = self.lengthscale.reshape(-1)
-        lengthscale = lengthscale[0] if lengthscale.numel() == 1 else lengthscale
+        lengthscale = lengthscale.expand(*batch, lengthscale.numel())
         op = GradientLinearOperator(
             x1, x2, lengthscale, family=self.family, dims=self._dims(x1.shape[-1])
         )
-        return op.diagonal() if diag else op
+        return op.diagonal(dim1=-2, dim2=-1) if diag else op
 
     def num_outputs_per_input(self, x1, x2):
         return 1 + len(self._dims(x1.shape[-1]))

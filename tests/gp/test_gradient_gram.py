@@ -114,6 +114,33 @@ def test_closed_matvec_never_allocates_the_n_m_d_squared_blocks():
     assert temp < n * n * d * d * 8 / 1000
 
 
+def test_many_right_hand_sides_are_taken_in_chunks_with_the_same_product(rng, policy_with):
+    """Seven columns in chunks of two (the last one ragged) against the dense product."""
+    policy_with(gradient_rhs_chunk=2)
+    X, Y = sample_points(rng, 9, 3), sample_points(rng, 7, 3)
+    for kernel, mode in [(kg.RBF(lengthscale=0.8), "closed"), (BY_ID["pair_rbf"].kernel, "reverse")]:
+        op = kg.gradient_gram(kernel, X, Y, mode=mode)
+        V = rng.normal(size=(op.shape[1], 7))
+        assert_close(op @ V, op.to_dense() @ V, err_msg=f"mode={mode}")
+
+
+def test_many_right_hand_sides_keep_the_memory_of_a_few():
+    """A GPyTorch predictive solve at n = 1000, d = 10 multiplies 1100 columns at once: XLA's
+    memory plan must stay that of a chunk of them (all at once took over 24 GB)."""
+    n, d, p = 1000, 10, 1100
+    with jax.enable_x64(True):
+        X = jax.ShapeDtypeStruct((n, d), jnp.float64)
+        V = jax.ShapeDtypeStruct((n * (d + 1), p), jnp.float64)
+        compiled = gradient_kernel.joint_matvec.lower(
+            kg.RBF(lengthscale=3.0), X, X, V, method="closed", row_block=None, col_block=None
+        ).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    rows, cols = kg.policy.current().gradient_closed_blocks
+    tile = rows * cols * kg.policy.current().gradient_rhs_chunk * 8
+    assert temp < 8 * tile + 4 * n * (d + 1) * p * 8, f"{temp / 1e9:.1f} GB of temporaries"
+    assert temp < rows * cols * p * 8  # one tile of every column at once
+
+
 def test_a_dense_matrix_that_cannot_fit_is_refused_and_matvec_is_named():
     op = kg.gradient_gram(kg.RBF(), np.zeros((30_000, 100)))  # (3.03e6)^2 float64: 73 TB
     with pytest.raises(MemoryError, match=r"op\.matvec"):

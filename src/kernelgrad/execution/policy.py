@@ -126,6 +126,11 @@ class Policy:
     #: 74 ms for 16 x 65536, 61 ms for 256 x 1024, 60 ms for 512 x 2048 and 131 ms for
     #: 1024 x 1024.
     gradient_closed_blocks: tuple[int, int] = (256, 2048)
+    #: A product with many right-hand sides takes them this many at a time: each tile's
+    #: batched intermediates hold rows x cols x chunk numbers (256 x 2048 x 16 float64 =
+    #: 64 MB), where all 1100 columns of a GPyTorch predictive solve at n = 1000, d = 10
+    #: at once asked for over 24 GB.
+    gradient_rhs_chunk: int = 16
     #: ``GradientGP.condition(method="auto")`` factorises the dense covariance up to this
     #: many observations: 4000^2 float64 is 128 MB and a second of work.
     cholesky_max: int = 4000

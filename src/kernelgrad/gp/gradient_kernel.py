@@ -187,8 +187,19 @@ def joint_matvec(kernel, X, Y, v, *, method, row_block=None, col_block=None, mes
         out = rows(X, Xc, Y, Yc, v[:m], v[m:].reshape(m, d))[:n]
         return jnp.concatenate([out[:, 0], out[:, 1:].reshape(n * d)])
 
-    # Several right-hand sides share the tiles' coefficients: vmap, not a Python loop.
-    return one(v) if v.ndim == 1 else jax.vmap(one, in_axes=1, out_axes=1)(v)
+    if v.ndim == 1:
+        return one(v)
+    # Several right-hand sides share the tiles' coefficients (vmap), but a tile's batched
+    # intermediates grow with their number: take them a chunk at a time, in sequence.
+    batched = jax.vmap(one, in_axes=1, out_axes=1)
+    p, chunk = v.shape[1], policy.current().gradient_rhs_chunk
+    if p <= chunk:
+        return batched(v)
+    chunks = -(-p // chunk)
+    v = jnp.pad(v, ((0, 0), (0, chunks * chunk - p)))
+    v = v.reshape(v.shape[0], chunks, chunk).transpose(1, 0, 2)
+    out = lax.map(batched, v)  # (chunks, n (d + 1), chunk)
+    return out.transpose(1, 0, 2).reshape(out.shape[1], chunks * chunk)[:, :p]
 
 
 def assemble(value, dx, dy, H):
