@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -78,3 +80,24 @@ def test_langevin_ksd_grows_with_the_step_size(tmp_path):
     # large: far from the target; at h = 0.02 it is 5% too large, where 300 draws can
     # hardly tell it from exact ones.
     assert float(rows["0.3"]) > 10 * max(float(rows["0.02"]), float(rows["exact"]), 1e-3), stdout
+
+
+def test_botorch_gradient_bo_runs_both_models_from_one_design(tmp_path):
+    pytest.importorskip("botorch")
+    png, numbers = tmp_path / "bo.png", tmp_path / "bo.json"
+    stdout = run(
+        "botorch_gradient_bo.py",
+        "--problems", "branin",
+        "--seeds", "1",
+        "--evaluations", "6",
+        "--output", str(png),
+        "--json", str(numbers),
+    )  # fmt: skip
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    runs = json.loads(numbers.read_text())["branin"]
+    (with_gradients,), (values_only,) = runs["values and gradients"], runs["values only"]
+    for best in (with_gradients, values_only):
+        assert len(best) == 6 and all(a >= b for a, b in zip(best, best[1:])), best
+        assert best[-1] >= 0.397887 - 1e-6, best  # never below Branin's minimum
+    # Both start from the same 4-point Sobol design, so their first best values agree.
+    assert with_gradients[:4] == values_only[:4], stdout

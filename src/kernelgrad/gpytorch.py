@@ -25,15 +25,26 @@ except ImportError as error:  # pragma: no cover - exercised in an environment w
     ) from error
 
 from . import kernels as K
+from .execution import padding
 from . import torch as kgt
 
 
-def _layout(n: int, d: int, dims: tuple[int, ...]) -> torch.Tensor:
+def _padded(x: torch.Tensor) -> torch.Tensor:
+    """x with its points padded to kernelgrad's size bucket by copies of its first point, so
+    that a growing training set (a BO loop) compiles a few programs, not one per size."""
+    n = x.shape[-2]
+    bucket = padding.dense_bucket(n) if n else 0
+    if bucket == n:
+        return x
+    return torch.cat([x, x[..., :1, :].expand(*x.shape[:-2], bucket - n, x.shape[-1])], dim=-2)
+
+
+def _layout(n: int, padded: int, d: int, dims: tuple[int, ...]) -> torch.Tensor:
     """For each entry of GPyTorch's layout (point i: value, then d/dx_a for a in dims), its
-    index in kernelgrad's block-major one (values 0..n-1, then point i's gradient at
-    n + i d)."""
+    index in kernelgrad's block-major one over the padded points (values 0..padded-1, then
+    point i's gradient at padded + i d)."""
     i = torch.arange(n)[:, None]
-    grads = n + i * d + torch.tensor(dims, dtype=torch.long)[None, :]
+    grads = padded + i * d + torch.tensor(dims, dtype=torch.long)[None, :]
     return torch.cat([i, grads], dim=1).reshape(-1)
 
 
@@ -61,8 +72,9 @@ class GradientLinearOperator(LinearOperator):
         self.x1, self.x2, self.lengthscale = x1, x2, lengthscale
         self.family, self.dims = family, tuple(dims)
         d = x1.shape[-1]
-        self._rows = _layout(x1.shape[-2], d, self.dims).to(x1.device)
-        self._cols = _layout(x2.shape[-2], d, self.dims).to(x1.device)
+        self._x1, self._x2 = _padded(x1), _padded(x2)
+        self._rows = _layout(x1.shape[-2], self._x1.shape[-2], d, self.dims).to(x1.device)
+        self._cols = _layout(x2.shape[-2], self._x2.shape[-2], d, self.dims).to(x1.device)
 
     def _kernel(self):
         lengthscale = self.lengthscale[(0,) * (self.lengthscale.ndim - 1)]  # a view: autograd
@@ -103,7 +115,7 @@ class GradientLinearOperator(LinearOperator):
         vector = rhs.ndim == 1
         rhs = rhs[:, None] if vector else rhs
         batch = torch.broadcast_shapes(self.batch_shape, rhs.shape[:-2])
-        x1, x2 = (x.expand(*batch, *x.shape[-2:]) for x in (self.x1, self.x2))
+        x1, x2 = (x.expand(*batch, *x.shape[-2:]) for x in (self._x1, self._x2))
         rhs = rhs.expand(*batch, *rhs.shape[-2:])
         d = x2.shape[-1]
         full = rhs.new_zeros((*batch, x2.shape[-2] * (d + 1), rhs.shape[-1]))
@@ -112,7 +124,7 @@ class GradientLinearOperator(LinearOperator):
         return out[..., 0] if vector else out
 
     def to_dense(self):
-        dense = kgt.joint_dense(self._kernel(), self.x1, self.x2)
+        dense = kgt.joint_dense(self._kernel(), self._x1, self._x2)
         return dense[..., self._rows, :][..., self._cols]
 
     def _get_indices(self, row_index, col_index, *batch_indices):
@@ -131,7 +143,7 @@ class GradientLinearOperator(LinearOperator):
 
     def _diagonal(self):
         if self.x1 is self.x2 or torch.equal(self.x1, self.x2):
-            return kgt.joint_diagonal(self._kernel(), self.x1)[..., self._rows]
+            return kgt.joint_diagonal(self._kernel(), self._x1)[..., self._rows]
         return self.to_dense().diagonal(dim1=-2, dim2=-1)
 
 
@@ -154,7 +166,7 @@ class GradientKernel(gpytorch.kernels.Kernel):
         super().__init__(**kwargs)
         self.family = family
         self.dims = None if dims is None else tuple(int(a) for a in dims)
-        if self.dims is not None and (len(set(self.dims)) != len(self.dims) or min(self.dims) < 0):
+        if self.dims is not None and (len(set(self.dims)) != len(self.dims) or min(self.dims, default=0) < 0):
             raise ValueError(f"dims must be distinct non-negative dimensions, got {self.dims}.")
 
     def _dims(self, d: int) -> tuple[int, ...]:

@@ -38,6 +38,7 @@ except ImportError as error:  # pragma: no cover - exercised in an environment w
 
 from . import kernels as K
 from . import transforms
+from .execution import compile_cache
 from .execution.inputs import local_x64
 from .gp import gradient_kernel
 
@@ -212,11 +213,12 @@ def _program(name: str, spec, treedef, present: tuple[bool, ...], options: tuple
 
     # The VJP's function is a pytree (jax.tree_util.Partial), so both halves compile once:
     # tracing jax.vjp anew on every call cost half a millisecond.
-    forward = jax.jit(lambda args, leaves: jax.vjp(fn, args, leaves))
-    backward = jax.jit(lambda vjp, grad: vjp(grad))
+    # compile_cache.jit: a new process loads them from kernelgrad's persistent cache.
+    forward = compile_cache.jit(lambda args, leaves: jax.vjp(fn, args, leaves))
+    backward = compile_cache.jit(lambda vjp, grad: vjp(grad))
     # Without a gradient to take, the VJP's residuals are only memory: a GPyTorch predictive
     # solve at n = 1000, d = 10 held 21 GB of them.
-    return forward, backward, jax.jit(fn)
+    return forward, backward, compile_cache.jit(fn)
 
 
 class _Through(torch.autograd.Function):
