@@ -140,7 +140,7 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    for ax, (name, runs) in zip(axes[0], results.items()):
+    for ax, (name, runs) in zip(axes[0], results.items(), strict=True):
         optimum = PROBLEMS[name][0].optimal_value
         for label, colour in (("values and gradients", "C0"), ("values only", "C1")):
             regret = torch.tensor(runs[label]) - optimum  # (seeds, evaluations)

@@ -7,6 +7,7 @@ what the methods guarantee at that size, not just that they ran.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -97,7 +98,7 @@ def test_botorch_gradient_bo_runs_both_models_from_one_design(tmp_path):
     runs = json.loads(numbers.read_text())["branin"]
     (with_gradients,), (values_only,) = runs["values and gradients"], runs["values only"]
     for best in (with_gradients, values_only):
-        assert len(best) == 6 and all(a >= b for a, b in zip(best, best[1:])), best
+        assert len(best) == 6 and all(a >= b for a, b in itertools.pairwise(best)), best
         assert best[-1] >= 0.397887 - 1e-6, best  # never below Branin's minimum
     # Both start from the same 4-point Sobol design, so their first best values agree.
     assert with_gradients[:4] == values_only[:4], stdout

@@ -25,8 +25,8 @@ except ImportError as error:  # pragma: no cover - exercised in an environment w
     ) from error
 
 from . import kernels as K
-from .execution import padding
 from . import torch as kgt
+from .execution import padding
 
 
 def _padded(x: torch.Tensor) -> torch.Tensor:
@@ -166,7 +166,9 @@ class GradientKernel(gpytorch.kernels.Kernel):
         super().__init__(**kwargs)
         self.family = family
         self.dims = None if dims is None else tuple(int(a) for a in dims)
-        if self.dims is not None and (len(set(self.dims)) != len(self.dims) or min(self.dims, default=0) < 0):
+        if self.dims is not None and (
+            len(set(self.dims)) != len(self.dims) or min(self.dims, default=0) < 0
+        ):
             raise ValueError(f"dims must be distinct non-negative dimensions, got {self.dims}.")
 
     def _dims(self, d: int) -> tuple[int, ...]:

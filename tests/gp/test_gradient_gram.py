@@ -118,7 +118,8 @@ def test_many_right_hand_sides_are_taken_in_chunks_with_the_same_product(rng, po
     """Seven columns in chunks of two (the last one ragged) against the dense product."""
     policy_with(gradient_rhs_chunk=2)
     X, Y = sample_points(rng, 9, 3), sample_points(rng, 7, 3)
-    for kernel, mode in [(kg.RBF(lengthscale=0.8), "closed"), (BY_ID["pair_rbf"].kernel, "reverse")]:
+    cases = [(kg.RBF(lengthscale=0.8), "closed"), (BY_ID["pair_rbf"].kernel, "reverse")]
+    for kernel, mode in cases:
         op = kg.gradient_gram(kernel, X, Y, mode=mode)
         V = rng.normal(size=(op.shape[1], 7))
         assert_close(op @ V, op.to_dense() @ V, err_msg=f"mode={mode}")
