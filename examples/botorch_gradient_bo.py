@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 import warnings
 
@@ -29,10 +30,11 @@ import gpytorch
 import torch
 from botorch.acquisition.analytic import LogExpectedImprovement
 from botorch.acquisition.objective import ScalarizedPosteriorTransform
-from botorch.exceptions import InputDataWarning, OptimizationWarning
+from botorch.exceptions import InputDataWarning, ModelFittingError, OptimizationWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models.gpytorch import GPyTorchModel
 from botorch.optim import optimize_acqf
+from botorch.optim.fit import fit_gpytorch_mll_torch
 from botorch.test_functions import Branin, Hartmann
 from botorch.utils.sampling import draw_sobol_samples
 
@@ -77,9 +79,17 @@ class GradientGP(gpytorch.models.ExactGP, GPyTorchModel):
         self._num_outputs = outputs
         self.mean_module = ValueMean(outputs)
         d = train_x.shape[-1]
-        self.covar_module = gpytorch.kernels.ScaleKernel(
-            GradientKernel(kg.Matern52, dims=dims, ard_num_dims=d)
+        # BoTorch's default lengthscale prior (SingleTaskGP's, scaled with the dimension),
+        # and bounds that keep a fit on near-duplicate points from running off to 0.
+        prior = gpytorch.priors.LogNormalPrior(math.sqrt(2) + math.log(d) / 2, math.sqrt(3))
+        base = GradientKernel(
+            kg.Matern52,
+            dims=dims,
+            ard_num_dims=d,
+            lengthscale_prior=prior,
+            lengthscale_constraint=gpytorch.constraints.Interval(1e-2, 1e2),
         )
+        self.covar_module = gpytorch.kernels.ScaleKernel(base)
 
     def forward(self, x):
         return gpytorch.distributions.MultitaskMultivariateNormal(
@@ -106,7 +116,12 @@ def fit_model(U, f, G, dims):
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptimizationWarning)
-        fit_gpytorch_mll(mll)
+        try:
+            fit_gpytorch_mll(mll)
+        except ModelFittingError:
+            # L-BFGS's line search can stop ABNORMAL on a flat likelihood (the gradients are
+            # right: they match finite differences); Adam then takes over from the start.
+            fit_gpytorch_mll(mll, optimizer=fit_gpytorch_mll_torch)
     return model, y[:, 0].max()
 
 
