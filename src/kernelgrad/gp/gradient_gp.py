@@ -49,6 +49,7 @@ from ..execution.inputs import library_numpy, local_x64, require_finite
 from ..kernels import AbstractKernel, positive
 from ..kernels import kernel as as_kernel
 from . import gradient_kernel
+from .observations import Observations, observations
 
 #: Default cap on conjugate-gradient iterations. Jacobi-preconditioned CG on a smooth
 #: kernel's covariance converges at a rate set by its condition number, about
@@ -64,7 +65,8 @@ PREDICT_CHUNK = 256
 
 
 class _Covariance(eqx.Module):
-    """The training covariance without noise, traceable: values only, or values and gradients.
+    """The training covariance without noise, P A P^T for the observations ``obs`` (see
+    :mod:`kernelgrad.gp.observations`), traceable.
 
     ``method`` is the closed form where the kernel has one, else AD (see
     :mod:`kernelgrad.gp.gradient_kernel` for the costs of each).
@@ -72,48 +74,68 @@ class _Covariance(eqx.Module):
 
     kernel: AbstractKernel
     X: Any  # (n, d)
-    with_gradients: bool = eqx.field(static=True)
+    obs: Observations
     method: str = eqx.field(static=True)
 
     @property
+    def with_gradients(self) -> bool:
+        return self.obs.with_derivatives
+
+    @property
     def size(self) -> int:
-        n, d = self.X.shape
-        return n * (d + 1) if self.with_gradients else n
+        return self.obs.size
 
-    def dense(self, Y=None):
-        """Covariance of the observations at X with those at Y (default X): dense."""
-        Y = self.X if Y is None else Y
-        if self.with_gradients:
-            return gradient_kernel.joint_dense(self.kernel, self.X, Y, method=self.method)
-        if self.method == "closed":
-            return rules.gram(self.kernel, jnp, self.X, Y)
-        return autodiff.gram(self.kernel, self.X, Y)
+    def _values_method(self):
+        return "closed" if self.method == "closed" else "reverse"
 
-    def matvec(self, V, Y=None):
-        """Covariance times V (m_obs, p), matrix-free and tiled: (n_obs, p)."""
-        Y = self.X if Y is None else Y
-        if self.with_gradients:
-            return gradient_kernel.joint_matvec(
-                self.kernel, self.X, Y, V, method=self.method, row_block=None, col_block=None
+    def dense(self):
+        """The covariance of the observations, dense: (size, size)."""
+        if not self.with_gradients:
+            if self.method == "closed":
+                return rules.gram(self.kernel, jnp, self.X, self.X)
+            return autodiff.gram(self.kernel, self.X, self.X)
+        A = gradient_kernel.joint_dense(self.kernel, self.X, self.X, method=self.method)
+        return self.obs.gather(self.obs.gather(A).T).T
+
+    def matvec(self, V):
+        """The covariance times V (size, p), matrix-free and tiled: (size, p)."""
+        if not self.with_gradients:
+            return reductions.gram_matvec(
+                self.kernel, self.X, self.X, V, method=self._values_method()
             )
-        ad = "reverse" if self.method != "closed" else "closed"
-        return reductions.gram_matvec(self.kernel, self.X, Y, V, method=ad)
+        full = gradient_kernel.joint_matvec(
+            self.kernel, self.X, self.X, self.obs.scatter(V), method=self.method
+        )
+        return self.obs.gather(full)
 
     def diagonal(self):
-        if self.with_gradients:
-            return gradient_kernel.joint_diagonal(self.kernel, self.X, self.X, method=self.method)
-        return jax.vmap(self.kernel)(self.X, self.X)
+        if not self.with_gradients:
+            return jax.vmap(self.kernel)(self.X, self.X)
+        full = gradient_kernel.joint_diagonal(self.kernel, self.X, self.X, method=self.method)
+        if self.obs.kind == "full":
+            return full
+        parts = [full[self.obs.selected]]
+        if self.obs.direction_points.shape[0]:
+            parts.append(
+                jax.vmap(self._directional_variance)(
+                    self.X[self.obs.direction_points], self.obs.directions
+                )
+            )
+        return jnp.concatenate(parts)
+
+    def _directional_variance(self, x, v):
+        """Var[v^T grad f(x)] = v^T H v for the d x d block H of x with itself, by one
+        product (never the block)."""
+        w = jnp.concatenate([jnp.zeros(1, v.dtype), v])
+        Hv = gradient_kernel.joint_matvec(self.kernel, x[None], x[None], w, method=self.method)
+        return Hv[1:] @ v
 
     def noise(self, value_noise, gradient_noise):
-        """The (n_obs,) noise variances on the diagonal."""
-        n, d = self.X.shape
-        values = jnp.full((n,), value_noise, self.X.dtype)
-        if not self.with_gradients:
-            return values
-        return jnp.concatenate([values, jnp.full((n * d,), gradient_noise, self.X.dtype)])
+        """The (size,) noise variances on the diagonal."""
+        return self.obs.noise(value_noise, gradient_noise, self.X.dtype)
 
     def cross(self, Xs):
-        """Covariance of the observations with f at test points Xs: (n_obs, ns)."""
+        """Covariance of the observations with f at test points Xs: (size, ns)."""
         if self.method == "closed":
             K = rules.gram(self.kernel, jnp, self.X, Xs)
         else:
@@ -126,7 +148,16 @@ class _Covariance(eqx.Module):
         else:
             J = autodiff.jacobian_forward(self.kernel, self.X, Xs)
         n, ns, d = J.shape
-        return jnp.concatenate([K, jnp.transpose(J, (0, 2, 1)).reshape(n * d, ns)], axis=0)
+        full = jnp.concatenate([K, jnp.transpose(J, (0, 2, 1)).reshape(n * d, ns)], axis=0)
+        return self.obs.gather(full)
+
+    def cross_joint(self, Xs, method):
+        """Covariance of the observations with [f(Xs), grad f(Xs)] (block-major over the
+        test points): (size, ns (d + 1))."""
+        A = gradient_kernel.joint_dense(self.kernel, self.X, Xs, method=method)
+        if not self.with_gradients:
+            return A[: self.X.shape[0]]
+        return self.obs.gather(A)
 
 
 def _method(kernel, with_gradients: bool) -> str:
@@ -192,9 +223,9 @@ def _pcg(cov: _Covariance, noise, B, tol, *, maxiter: int):
     return Z, k, rel
 
 
-def _log_marginal_likelihood(gp: GradientGP, X, b, with_gradients: bool):
+def _log_marginal_likelihood(gp: GradientGP, X, b, obs: Observations):
     """log N(b | 0, A) by a dense Cholesky factorisation; traceable and differentiable."""
-    cov = _Covariance(gp.kernel, X, with_gradients, _method(gp.kernel, with_gradients))
+    cov = _Covariance(gp.kernel, X, obs, _method(gp.kernel, obs.with_derivatives))
     A = cov.dense() + jnp.diag(cov.noise(gp.value_noise, gp.gradient_noise))
     L = jnp.linalg.cholesky(A)
     z = jax.scipy.linalg.solve_triangular(L, b, lower=True)
@@ -208,8 +239,14 @@ def _log_marginal_likelihood(gp: GradientGP, X, b, with_gradients: bool):
 # --------------------------------------------------------------------------- public API
 
 
-def _data(X, y, G):
-    """(X (n, d), b (n_obs,), with_gradients, dtype) as NumPy, checked against each other."""
+def _data(X, y, G, observed=None, directions=None, D=None):
+    """(X (n, d), b (size,), observations, dtype) as NumPy, checked against each other.
+
+    y (n,) or None: the values, all or none. G (n, d): the partials, where ``observed``
+    (n, d booleans, default all) is True; entries elsewhere are ignored. directions (n, r, d)
+    (or (n, d) for one a point) and D (n, r) (or (n,)): directional derivatives
+    D[i, s] = directions[i, s] . grad f(x_i).
+    """
     X = np.asarray(X)
     X = X.astype(np.float64) if X.dtype.kind != "f" else X
     require_finite("X", X, skippable=False)
@@ -218,19 +255,55 @@ def _data(X, y, G):
     if X.ndim != 2:
         raise ValueError(f"X must have shape (n, d) or (n,); got {X.shape}.")
     n, d = X.shape
-    y = np.asarray(y, dtype=X.dtype)
-    if y.shape != (n,):
-        raise ValueError(f"y must have shape ({n},) for X of shape {X.shape}; got {y.shape}.")
-    require_finite("y", y, skippable=False)
-    if G is None:
-        return X, y, False, X.dtype
-    G = np.asarray(G, dtype=X.dtype)
-    if G.shape != (n, d) and not (d == 1 and G.shape == (n,)):
-        raise ValueError(
-            f"G (the gradients) must have shape ({n}, {d}) for X of shape {X.shape}; got {G.shape}."
-        )
-    require_finite("G", G, skippable=False)
-    return X, np.concatenate([y, G.reshape(n * d)]), True, X.dtype
+    parts = []
+    if y is not None:
+        y = np.asarray(y, dtype=X.dtype)
+        if y.shape != (n,):
+            raise ValueError(f"y must have shape ({n},) for X of shape {X.shape}; got {y.shape}.")
+        require_finite("y", y, skippable=False)
+        parts.append(y)
+    if G is None and observed is not None:
+        raise ValueError("observed marks which entries of G are observed; G is missing.")
+    if G is not None:
+        G = np.asarray(G, dtype=X.dtype)
+        if d == 1 and G.shape == (n,):
+            G = G[:, None]
+        if G.shape != (n, d):
+            raise ValueError(
+                f"G (the gradients) must have shape ({n}, {d}) for X of shape {X.shape}; "
+                f"got {G.shape}."
+            )
+        observed = np.ones((n, d), bool) if observed is None else np.asarray(observed)
+        if observed.shape != (n, d) or observed.dtype != bool:
+            raise ValueError(
+                f"observed must be a boolean array of shape ({n}, {d}) (True where G is "
+                f"observed); got {observed.dtype} of shape {observed.shape}."
+            )
+        require_finite("G where observed", G[observed], skippable=False)
+        parts.append(G[observed])
+    if (directions is None) != (D is None):
+        raise ValueError("directional derivatives need both directions and D.")
+    if directions is not None:
+        directions = np.asarray(directions, dtype=X.dtype)
+        directions = directions[:, None, :] if directions.ndim == 2 else directions
+        D = np.asarray(D, dtype=X.dtype)
+        D = D[:, None] if D.ndim == 1 else D
+        if (
+            directions.ndim != 3
+            or directions.shape[::2] != (n, d)
+            or D.shape != directions.shape[:2]
+        ):
+            raise ValueError(
+                f"directions must have shape ({n}, r, {d}) (or ({n}, {d})) and D ({n}, r) (or "
+                f"({n},)); got {directions.shape} and {D.shape}."
+            )
+        require_finite("directions", directions, skippable=False)
+        require_finite("D", D, skippable=False)
+        parts.append(D.reshape(-1))
+    obs = observations(n, d, values=y is not None, observed=observed, directions=directions)
+    if obs.size == 0:
+        raise ValueError("nothing is observed: give y, G or directional derivatives D.")
+    return X, np.concatenate(parts), obs, X.dtype
 
 
 class GradientGP(eqx.Module):
@@ -264,22 +337,20 @@ class GradientGP(eqx.Module):
         self.gradient_noise = positive("gradient_noise", gradient_noise)
 
     @library_numpy
-    def log_marginal_likelihood(self, X, y, G=None):
-        """log p(y, G | X) under this prior, by an exact dense Cholesky factorisation.
+    def log_marginal_likelihood(self, X, y, G=None, *, observed=None, directions=None, D=None):
+        """log p(observations | X) under this prior, by an exact dense Cholesky factorisation.
 
-        Outside a JAX transformation NumPy float64 inputs give a Python float (computed in
-        float64). Inside one (``jax.grad`` over the GP) it is a traceable JAX scalar; turn on
+        The observations are those of :meth:`condition`. Outside a JAX transformation NumPy
+        float64 inputs give a Python float (computed in float64). Inside one (``jax.grad``
+        over the GP, with concrete data) it is a traceable JAX scalar; turn on
         ``jax.enable_x64`` locally for float64.
         """
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(self)):
-            X = jnp.asarray(X)
-            X = X[:, None] if X.ndim == 1 else X
-            b = jnp.asarray(y) if G is None else jnp.concatenate([y, jnp.reshape(G, (-1,))])
-            return _log_marginal_likelihood(self, X, b, G is not None)
-        X, b, with_gradients, dtype = _data(X, y, G)
+            X, b, obs, _ = _data(X, y, G, observed, directions, D)
+            return _log_marginal_likelihood(self, jnp.asarray(X), jnp.asarray(b), obs)
+        X, b, obs, dtype = _data(X, y, G, observed, directions, D)
         with local_x64(dtype):
-            lml = _log_marginal_likelihood(self, jnp.asarray(X), jnp.asarray(b), with_gradients)
-            return float(lml)
+            return float(_log_marginal_likelihood(self, jnp.asarray(X), jnp.asarray(b), obs))
 
     @library_numpy
     def condition(
@@ -288,14 +359,28 @@ class GradientGP(eqx.Module):
         y,
         G=None,
         *,
+        observed=None,
+        directions=None,
+        D=None,
         method: str = "auto",
         tol: float = 1e-8,
         maxiter: int | None = None,
     ) -> Posterior:
-        """The posterior given values y (n,) and optionally gradients G (n, d) at X (n, d).
+        """The posterior given observations at X (n, d): values, partial derivatives and
+        directional derivatives, any of them.
 
         Args:
-            X, y, G: the observations; ``G=None`` conditions on values only.
+            X: the points.
+            y: the values f(x_i), (n,); None observes no values.
+            G: the partial derivatives df/dx_a(x_i), (n, d); None observes none.
+            observed: booleans (n, d): which entries of G are observed (default all; entries
+                that are not may hold anything, NaN included). All of them is the fast path.
+            directions, D: directional derivatives D[i, s] = directions[i, s] . grad f(x_i),
+                directions (n, r, d) and D (n, r) (or (n, d) and (n,) for one a point).
+
+            The observation vector (the layout of :attr:`Posterior.weights`) is the values,
+            then the observed entries of G in row-major order, then D in row-major order.
+            Derivative observations carry ``gradient_noise``, values ``value_noise``.
             method: ``"cholesky"`` (dense, exact), ``"cg"`` (matrix-free preconditioned
                 conjugate gradients on the lazy operator) or ``"auto"`` (Cholesky up to
                 the policy's ``cholesky_max`` observations).
@@ -306,13 +391,13 @@ class GradientGP(eqx.Module):
         """
         if method not in ("auto", "cholesky", "cg"):
             raise ValueError(f"method must be 'auto', 'cholesky' or 'cg'; got {method!r}.")
-        X, b, with_gradients, dtype = _data(X, y, G)
-        cov_method = _method(self.kernel, with_gradients)
+        X, b, obs, dtype = _data(X, y, G, observed, directions, D)
+        cov_method = _method(self.kernel, obs.with_derivatives)
         size = b.shape[0]
         if method == "auto":
             method = "cholesky" if size <= policy.current().cholesky_max else "cg"
         with local_x64(dtype):
-            cov = _Covariance(self.kernel, jnp.asarray(X), with_gradients, cov_method)
+            cov = _Covariance(self.kernel, jnp.asarray(X), obs, cov_method)
             noise = cov.noise(self.value_noise, self.gradient_noise)
             if method == "cholesky":
                 chol = jnp.linalg.cholesky(cov.dense() + jnp.diag(noise))
@@ -367,9 +452,12 @@ class Posterior(eqx.Module):
             Xs_j = jnp.asarray(Xs)
             ns, d = Xs.shape
             if cov.with_gradients:
-                # The operator from the test points' [f, grad f] to the observations.
-                cross = eqx.tree_at(lambda c: c.X, cov, Xs_j)
-                out = cross.matvec(self.weights, cov.X)
+                # The covariance of the test points' [f, grad f] with the observations, times
+                # the weights: the joint covariance times P^T alpha, matrix-free.
+                weights = cov.obs.scatter(self.weights[:, None])[:, 0]
+                out = gradient_kernel.joint_matvec(
+                    cov.kernel, Xs_j, cov.X, weights, method=cov.method
+                )
                 return np.asarray(out[:ns]), np.asarray(out[ns:].reshape(ns, d))
             ad = "closed" if cov.method == "closed" else "reverse"
             mean = reductions.gram_matvec(cov.kernel, Xs_j, cov.X, self.weights[:, None], method=ad)
@@ -389,9 +477,25 @@ class Posterior(eqx.Module):
         """
         return self._mean_and_gradient(Xs)[1]
 
+    def _solved(self, C):
+        """(L, R) with L^T R = C^T A^{-1} C for a cross-covariance C (size, p): L = R =
+        chol^{-1} C after Cholesky, else C and the CG solution of A Z = C (solved
+        :data:`PREDICT_CHUNK` columns at a time)."""
+        if self.chol is not None:
+            V = jax.scipy.linalg.solve_triangular(self.chol, C, lower=True)
+            return V, V
+        Z = [
+            _pcg(self.cov, self.noise, C[:, s : s + PREDICT_CHUNK], self.tol, maxiter=self.maxiter)[
+                0
+            ]
+            for s in range(0, C.shape[1], PREDICT_CHUNK)
+        ]
+        return C, jnp.concatenate(Z, axis=1)
+
     @library_numpy
-    def variance(self, Xs) -> Float[Array, " ns"]:
-        """Posterior variance Var[f(x*)] at Xs (ns, d), without observation noise: (ns,).
+    def variance(self, Xs, *, noisy: bool = False) -> Float[Array, " ns"]:
+        """Posterior variance Var[f(x*)] at Xs (ns, d): (ns,). Latent by default; with
+        ``noisy=True`` that of a new observed value, plus ``value_noise``.
 
         Needs A^{-1} c for the cross-covariance c of each test point: triangular solves
         after Cholesky, or one multi-column CG solve per :data:`PREDICT_CHUNK` test points.
@@ -401,16 +505,59 @@ class Posterior(eqx.Module):
         with local_x64(Xs.dtype):
             for start in range(0, Xs.shape[0], PREDICT_CHUNK):
                 chunk = jnp.asarray(Xs[start : start + PREDICT_CHUNK])
-                c = self.cov.cross(chunk)  # (n_obs, chunk)
+                left, right = self._solved(self.cov.cross(chunk))  # (size, chunk)
                 prior = jax.vmap(self.cov.kernel)(chunk, chunk)
-                if self.chol is not None:
-                    v = jax.scipy.linalg.solve_triangular(self.chol, c, lower=True)
-                    explained = jnp.sum(v * v, axis=0)
-                else:
-                    Z, _, _ = _pcg(self.cov, self.noise, c, self.tol, maxiter=self.maxiter)
-                    explained = jnp.sum(c * Z, axis=0)
-                out.append(np.asarray(jnp.maximum(prior - explained, 0.0)))
-        return np.concatenate(out)
+                out.append(np.asarray(jnp.maximum(prior - jnp.sum(left * right, axis=0), 0.0)))
+        return np.concatenate(out) + (self.gp.value_noise if noisy else 0.0)
+
+    @library_numpy
+    def covariance(self, Xs, *, noisy: bool = False) -> Float[Array, "ns ns"]:
+        """The joint posterior covariance of f at the test points Xs (ns, d): (ns, ns), with
+        ``value_noise`` on its diagonal when ``noisy``. Its diagonal is :meth:`variance`."""
+        Xs = self._points(Xs)
+        with local_x64(Xs.dtype):
+            Xs_j = jnp.asarray(Xs)
+            left, right = self._solved(self.cov.cross(Xs_j))
+            if self.cov.method == "closed":
+                prior = rules.gram(self.cov.kernel, jnp, Xs_j, Xs_j)
+            else:
+                prior = autodiff.gram(self.cov.kernel, Xs_j, Xs_j)
+            out = np.asarray(prior - left.T @ right)
+        out = 0.5 * (out + out.T)  # exact in theory; round-off otherwise breaks symmetry
+        return out + (self.gp.value_noise * np.eye(len(Xs)) if noisy else 0.0)
+
+    @library_numpy
+    def gradient_covariance(self, Xs, *, noisy: bool = False) -> Float[Array, "ns d d"]:
+        """The posterior covariance of grad f at each test point: (ns, d, d), with
+        ``gradient_noise`` on each diagonal when ``noisy``.
+
+        From the dense covariance of the observations with [f, grad f] at a chunk of test
+        points (sized to keep it near 128 MB), solved as in :meth:`variance`; the prior
+        block of each test point with itself comes from the joint covariance of one point.
+        """
+        Xs = self._points(Xs)
+        hessian.check_twice_differentiable(self.cov.kernel, "gradient_covariance")
+        method = _method(self.cov.kernel, True)
+        ns, d = Xs.shape
+        chunk = max(1, min(PREDICT_CHUNK, (1 << 24) // (self.cov.size * (d + 1))))
+        out = []
+        with local_x64(Xs.dtype):
+            for start in range(0, ns, chunk):
+                part = jnp.asarray(Xs[start : start + chunk])
+                c = part.shape[0]
+                left, right = self._solved(self.cov.cross_joint(part, method)[:, c:])
+                explained = jnp.einsum(
+                    "nca,ncb->cab", left.reshape(-1, c, d), right.reshape(-1, c, d)
+                )
+                prior = jax.vmap(
+                    lambda x: gradient_kernel.joint_dense(
+                        self.cov.kernel, x[None], x[None], method=method
+                    )[1:, 1:]
+                )(part)
+                out.append(np.asarray(prior - explained))
+        out = np.concatenate(out)
+        out = 0.5 * (out + np.swapaxes(out, 1, 2))
+        return out + (self.gp.gradient_noise * np.eye(d) if noisy else 0.0)
 
 
 # --------------------------------------------------------------------------- fitting
@@ -447,6 +594,9 @@ def fit(
     y,
     G=None,
     *,
+    observed=None,
+    directions=None,
+    D=None,
     steps: int = 300,
     learning_rate: float = 0.05,
     optimizer: optax.GradientTransformation | None = None,
@@ -462,7 +612,8 @@ def fit(
 
     Args:
         gp: the starting point.
-        X, y, G: observations, as for :meth:`GradientGP.condition` (``G=None``: values only).
+        X, y, G, observed, directions, D: the observations, as for
+            :meth:`GradientGP.condition`.
         steps: optimiser steps.
         learning_rate: for the default Adam optimiser.
         optimizer: any optax optimiser instead of Adam.
@@ -472,7 +623,7 @@ def fit(
         A :class:`FitResult` with the fitted GP (hyperparameters as NumPy float64 leaves)
         and the loss at every step.
     """
-    X, b, with_gradients, dtype = _data(X, y, G)
+    X, b, obs, dtype = _data(X, y, G, observed, directions, D)
     spec = _trainable(gp, fixed)
     params, static = eqx.partition(gp, spec)
     optimizer = optimizer or optax.adam(learning_rate)
@@ -482,7 +633,7 @@ def fit(
 
         def loss(eta):
             model = eqx.combine(jax.tree.map(jnp.exp, eta), static)
-            return -_log_marginal_likelihood(model, X_j, b_j, with_gradients) / b_j.shape[0]
+            return -_log_marginal_likelihood(model, X_j, b_j, obs) / b_j.shape[0]
 
         @compile_cache.jit
         def step(eta, state):
