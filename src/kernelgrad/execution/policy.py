@@ -134,6 +134,9 @@ class Policy:
     #: ``GradientGP.condition(method="auto")`` factorises the dense covariance up to this
     #: many observations: 4000^2 float64 is 128 MB and a second of work.
     cholesky_max: int = 4000
+    #: ``method="auto"`` takes the Woodbury solve (values and full gradients, d >= n) up to
+    #: this many points: its n^2 x n^2 capacity matrix is then 134 MB and n^6 = 7e10 flops.
+    woodbury_max_points: int = 64
 
 
 #: Measured on 2-core x86 CPUs (see each field).

@@ -48,7 +48,7 @@ from ..execution import compile_cache, policy, reductions
 from ..execution.inputs import library_numpy, local_x64, require_finite
 from ..kernels import AbstractKernel, positive
 from ..kernels import kernel as as_kernel
-from . import gradient_kernel
+from . import gradient_kernel, woodbury
 from .observations import Observations, observations
 
 #: Default cap on conjugate-gradient iterations. Jacobi-preconditioned CG on a smooth
@@ -223,6 +223,9 @@ def _pcg(cov: _Covariance, noise, B, tol, *, maxiter: int):
     return Z, k, rel
 
 
+_woodbury = compile_cache.jit(woodbury.factorise)
+
+
 def _log_marginal_likelihood(gp: GradientGP, X, b, obs: Observations):
     """log N(b | 0, A) by a dense Cholesky factorisation; traceable and differentiable."""
     cov = _Covariance(gp.kernel, X, obs, _method(gp.kernel, obs.with_derivatives))
@@ -381,37 +384,57 @@ class GradientGP(eqx.Module):
             The observation vector (the layout of :attr:`Posterior.weights`) is the values,
             then the observed entries of G in row-major order, then D in row-major order.
             Derivative observations carry ``gradient_noise``, values ``value_noise``.
-            method: ``"cholesky"`` (dense, exact), ``"cg"`` (matrix-free preconditioned
-                conjugate gradients on the lazy operator) or ``"auto"`` (Cholesky up to
-                the policy's ``cholesky_max`` observations).
+            method: ``"cholesky"`` (dense, exact), ``"woodbury"`` (exact in O(n^3 d + n^6)
+                for values and full gradients with one stationary kernel, see
+                :mod:`kernelgrad.gp.woodbury`), ``"cg"`` (matrix-free preconditioned
+                conjugate gradients on the lazy operator) or ``"auto"``: Woodbury where it
+                applies with n <= d and n <= the policy's ``woodbury_max_points``, else
+                Cholesky up to its ``cholesky_max`` observations, else CG.
             tol: CG stops when every residual is below ``tol`` times its right-hand side.
             maxiter: CG iteration cap (default :data:`CG_MAXITER`). A solve that stops above
                 ``tol`` warns, naming its residual: raise the noise, which bounds the
                 condition number, or use Cholesky.
         """
-        if method not in ("auto", "cholesky", "cg"):
-            raise ValueError(f"method must be 'auto', 'cholesky' or 'cg'; got {method!r}.")
+        methods = ("auto", "cholesky", "woodbury", "cg")
+        if method not in methods:
+            raise ValueError(f"method must be one of {methods}; got {method!r}.")
         X, b, obs, dtype = _data(X, y, G, observed, directions, D)
         cov_method = _method(self.kernel, obs.with_derivatives)
         size = b.shape[0]
+        n, d = X.shape
+        structured = woodbury.applies(self.kernel) and obs.kind == "full"
+        if method == "woodbury" and not structured:
+            raise ValueError(
+                "method='woodbury' needs values and full gradients (no observed mask or "
+                "directions) and one stationary kernel whose lengthscale scales the "
+                f"distance (RBF, Matern52, RationalQuadratic, ...); got {self.kernel!r} with "
+                f"{obs.kind} observations. Use 'cholesky' or 'cg'."
+            )
         if method == "auto":
-            method = "cholesky" if size <= policy.current().cholesky_max else "cg"
+            chosen = policy.current()
+            if structured and n <= min(d, chosen.woodbury_max_points):
+                method = "woodbury"
+            else:
+                method = "cholesky" if size <= chosen.cholesky_max else "cg"
         with local_x64(dtype):
             cov = _Covariance(self.kernel, jnp.asarray(X), obs, cov_method)
             noise = cov.noise(self.value_noise, self.gradient_noise)
+            info = None
             if method == "cholesky":
-                chol = jnp.linalg.cholesky(cov.dense() + jnp.diag(noise))
-                alpha = jax.scipy.linalg.cho_solve((chol, True), jnp.asarray(b))
-                info = None
+                factor = jnp.linalg.cholesky(cov.dense() + jnp.diag(noise))
+                alpha = jax.scipy.linalg.cho_solve((factor, True), jnp.asarray(b))
+            elif method == "woodbury":
+                factor = _woodbury(self.kernel, cov.X, self.value_noise, self.gradient_noise)
+                alpha = factor.solve(jnp.asarray(b)[:, None])[:, 0]
             else:
-                chol = None
+                factor = None
                 Z, k, rel = _pcg(
                     cov, noise, jnp.asarray(b)[:, None], tol, maxiter=maxiter or CG_MAXITER
                 )
                 alpha = Z[:, 0]
                 info = CGInfo(int(k), float(rel))
                 _warn_unconverged(info, tol)
-        return Posterior(self, cov, noise, alpha, chol, method, info, tol, maxiter or CG_MAXITER)
+        return Posterior(self, cov, noise, alpha, factor, method, info, tol, maxiter or CG_MAXITER)
 
 
 class Posterior(eqx.Module):
@@ -420,15 +443,17 @@ class Posterior(eqx.Module):
     Attributes:
         weights: alpha = A^{-1} [y, G.ravel()], so that the mean is the cross-covariance
             times alpha.
-        method: ``"cholesky"`` or ``"cg"``.
-        cg_info: iterations and final residual of the CG solve (None for Cholesky).
+        factor: the Cholesky factor, the :class:`~kernelgrad.gp.woodbury.WoodburySolver`,
+            or None after CG.
+        method: ``"cholesky"``, ``"woodbury"`` or ``"cg"``.
+        cg_info: iterations and final residual of the CG solve (None for the others).
     """
 
     gp: GradientGP
     cov: _Covariance
     noise: Any
     weights: Any
-    chol: Any
+    factor: Any
     method: str = eqx.field(static=True)
     cg_info: CGInfo | None = eqx.field(static=True)
     tol: float = eqx.field(static=True)
@@ -479,11 +504,13 @@ class Posterior(eqx.Module):
 
     def _solved(self, C):
         """(L, R) with L^T R = C^T A^{-1} C for a cross-covariance C (size, p): L = R =
-        chol^{-1} C after Cholesky, else C and the CG solution of A Z = C (solved
-        :data:`PREDICT_CHUNK` columns at a time)."""
-        if self.chol is not None:
-            V = jax.scipy.linalg.solve_triangular(self.chol, C, lower=True)
+        chol^{-1} C after Cholesky, else C and A^{-1} C (by CG, :data:`PREDICT_CHUNK`
+        columns at a time)."""
+        if self.method == "cholesky":
+            V = jax.scipy.linalg.solve_triangular(self.factor, C, lower=True)
             return V, V
+        if self.method == "woodbury":
+            return C, self.factor.solve(C)
         Z = [
             _pcg(self.cov, self.noise, C[:, s : s + PREDICT_CHUNK], self.tol, maxiter=self.maxiter)[
                 0
