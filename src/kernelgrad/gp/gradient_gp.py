@@ -434,6 +434,8 @@ class GradientGP(eqx.Module):
                 alpha = Z[:, 0]
                 info = CGInfo(int(k), float(rel))
                 _warn_unconverged(info, tol)
+        # NumPy weights: arithmetic on them outside x64 keeps float64.
+        alpha = np.asarray(alpha)
         return Posterior(self, cov, noise, alpha, factor, method, info, tol, maxiter or CG_MAXITER)
 
 
