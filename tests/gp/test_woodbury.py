@@ -19,7 +19,6 @@ KERNELS = {
     "rbf": kg.RBF(variance=1.3, lengthscale=2.5),
     "matern52_ard": kg.Matern52(variance=0.8, lengthscale=np.linspace(1.5, 4.0, 12)),
     "rq": kg.RationalQuadratic(lengthscale=3.0, alpha=0.7),
-    "imq": kg.InverseMultiquadric(lengthscale=2.0),
 }
 
 
