@@ -46,6 +46,10 @@ from .gp.gradient_gp import GradientGP  # noqa: E402 (after the compile-cache ca
 from .gp.gradient_gp import Posterior  # noqa: E402 (after the compile-cache call above)
 from .gp.gradient_gp import FitResult  # noqa: E402 (after the compile-cache call above)
 from .gp.gradient_gp import fit  # noqa: E402 (after the compile-cache call above)
+from .gp.observations import Observations  # noqa: E402 (after the compile-cache call above)
+from .gp.observations import ObservedGram  # noqa: E402 (after the compile-cache call above)
+from .gp.observations import observations  # noqa: E402 (after the compile-cache call above)
+from .gp.observations import observe  # noqa: E402 (after the compile-cache call above)
 
 __all__ = [
     "AbstractKernel",
@@ -82,6 +86,10 @@ __all__ = [
     "laplacian_sum",
     "GradientGram",
     "gradient_gram",
+    "Observations",
+    "ObservedGram",
+    "observations",
+    "observe",
     "hyper_grad",
     "GradientGP",
     "Posterior",

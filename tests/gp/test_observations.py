@@ -219,3 +219,34 @@ def test_bad_observations_are_refused_with_what_was_expected(rng):
     assert np.isfinite(gp.condition(X, y, bad, observed=skip).mean(X)).all()
     with pytest.raises(ValueError, match="nothing is observed"):
         gp.condition(X, None)
+
+
+def test_the_observed_operator_is_p_a_p_transposed(rng):
+    """kg.observe on a rectangular gradient_gram: different observations of X and of Y."""
+    kernel = KERNELS[1]
+    X, Y = sample_points(rng, 6, 3), sample_points(rng, 5, 3)
+    rows_mask, cols_mask = rng.random((6, 3)) < 0.5, rng.random((5, 3)) < 0.5
+    directions = rng.normal(size=(5, 2, 3))
+    rows = kg.observations(6, 3, observed=rows_mask)
+    cols = kg.observations(5, 3, values=False, observed=cols_mask, directions=directions)
+    cov = kg.observe(kg.gradient_gram(kernel, X, Y), rows, cols)
+    expected = (
+        dense_P(6, 3, True, rows_mask, None)
+        @ brute_joint_covariance(kernel, X, Y)
+        @ dense_P(5, 3, False, cols_mask, directions).T
+    )
+    assert cov.shape == expected.shape
+    np.testing.assert_allclose(cov.to_dense(), expected, rtol=1e-10, atol=1e-12)
+    V = rng.normal(size=(cov.shape[1], 2))
+    np.testing.assert_allclose(cov @ V, expected @ V, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(cov.matvec(V[:, 0]), expected @ V[:, 0], rtol=1e-9, atol=1e-11)
+    square = kg.observe(kg.gradient_gram(kernel, Y), cols)
+    P = dense_P(5, 3, False, cols_mask, directions)
+    dense = P @ brute_joint_covariance(kernel, Y, Y) @ P.T
+    np.testing.assert_allclose(square.diagonal(), np.diag(dense), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"kg.observations\(6, 3"):
+        kg.observe(kg.gradient_gram(kernel, X, Y), cols)
+    with pytest.raises(ValueError, match="same points and observations"):
+        cov.diagonal()
+    with pytest.raises(ValueError, match="boolean array of shape"):
+        kg.observations(6, 3, observed=np.ones((6, 2), bool))

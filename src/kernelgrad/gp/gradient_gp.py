@@ -49,7 +49,7 @@ from ..execution.inputs import library_numpy, local_x64, require_finite
 from ..kernels import AbstractKernel, positive
 from ..kernels import kernel as as_kernel
 from . import gradient_kernel, woodbury
-from .observations import Observations, observations
+from .observations import Observations, directional_variances, observations
 
 #: Default cap on conjugate-gradient iterations. Jacobi-preconditioned CG on a smooth
 #: kernel's covariance converges at a rate set by its condition number, about
@@ -116,19 +116,8 @@ class _Covariance(eqx.Module):
             return full
         parts = [full[self.obs.selected]]
         if self.obs.direction_points.shape[0]:
-            parts.append(
-                jax.vmap(self._directional_variance)(
-                    self.X[self.obs.direction_points], self.obs.directions
-                )
-            )
+            parts.append(directional_variances(self.kernel, self.X, self.obs, self.method))
         return jnp.concatenate(parts)
-
-    def _directional_variance(self, x, v):
-        """Var[v^T grad f(x)] = v^T H v for the d x d block H of x with itself, by one
-        product (never the block)."""
-        w = jnp.concatenate([jnp.zeros(1, v.dtype), v])
-        Hv = gradient_kernel.joint_matvec(self.kernel, x[None], x[None], w, method=self.method)
-        return Hv[1:] @ v
 
     def noise(self, value_noise, gradient_noise):
         """The (size,) noise variances on the diagonal."""

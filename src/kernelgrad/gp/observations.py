@@ -23,8 +23,12 @@ from __future__ import annotations
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ..execution.inputs import local_x64
+from . import gradient_kernel
 
 
 class Observations(eqx.Module):
@@ -64,7 +68,7 @@ class Observations(eqx.Module):
         out = jnp.zeros((self.n * (self.d + 1), p), w.dtype).at[self.selected].add(w[:s])
         if self.direction_points.shape[0]:
             rows = self.n + self.direction_points[:, None] * self.d + jnp.arange(self.d)[None, :]
-            spread = self.directions[:, :, None] * w[s:, None, :]  # (k, d, p)
+            spread = self.directions.astype(w.dtype)[:, :, None] * w[s:, None, :]  # (k, d, p)
             out = out.at[rows.reshape(-1)].add(spread.reshape(-1, p))
         return out
 
@@ -76,7 +80,8 @@ class Observations(eqx.Module):
         if not self.direction_points.shape[0]:
             return picked
         grads = u[self.n :].reshape(self.n, self.d, u.shape[1])[self.direction_points]
-        return jnp.concatenate([picked, jnp.einsum("kd,kdp->kp", self.directions, grads)])
+        directions = self.directions.astype(u.dtype)
+        return jnp.concatenate([picked, jnp.einsum("kd,kdp->kp", directions, grads)])
 
     def noise(self, value_noise, gradient_noise, dtype):
         """The (size,) noise variances: value_noise on values, gradient_noise on every
@@ -86,10 +91,28 @@ class Observations(eqx.Module):
         return jnp.concatenate([values, derivatives])
 
 
-def observations(n: int, d: int, *, values: bool, observed=None, directions=None) -> Observations:
+def observations(n: int, d: int, *, values=True, observed=None, directions=None) -> Observations:
     """P for the values (all of them, or none), the partials where the boolean ``observed``
     (n, d) is True (None: none) and the directional derivatives along ``directions``
-    (n, r, d) (None: none)."""
+    (n, r, d) (None: none).
+
+    Example:
+        >>> import numpy as np, kernelgrad as kg
+        >>> mask = np.array([[True, False], [False, True], [True, True]])
+        >>> kg.observations(3, 2, observed=mask, directions=np.ones((3, 1, 2))).size
+        10
+    """
+    if observed is not None:
+        observed = np.asarray(observed)
+        if observed.shape != (n, d) or observed.dtype != bool:
+            raise ValueError(
+                f"observed must be a boolean array of shape ({n}, {d}); got {observed.dtype} "
+                f"of shape {observed.shape}."
+            )
+    if directions is not None:
+        directions = np.asarray(directions)
+        if directions.ndim != 3 or directions.shape[::2] != (n, d):
+            raise ValueError(f"directions must have shape ({n}, r, {d}); got {directions.shape}.")
     none = np.zeros(0, np.int32)
     if directions is None and observed is not None and values and observed.all():
         return Observations(n, d, np.arange(n * (d + 1)), none, np.zeros((0, d)), n, "full")
@@ -106,3 +129,105 @@ def observations(n: int, d: int, *, values: bool, observed=None, directions=None
         r = directions.shape[1]
         points, vectors = np.repeat(np.arange(n, dtype=np.int32), r), directions.reshape(n * r, d)
     return Observations(n, d, selected, points, vectors, n if values else 0, "general")
+
+
+def directional_variances(kernel, X, obs: Observations, method: str):
+    """Var[v^T grad f(x)] = v^T H v for each directional observation, H the d x d block of
+    its point with itself, by one product each (never the block): (k,)."""
+
+    def one(x, v):
+        w = jnp.concatenate([jnp.zeros(1, v.dtype), v])
+        Hv = gradient_kernel.joint_matvec(kernel, x[None], x[None], w, method=method)
+        return Hv[1:] @ v
+
+    return jax.vmap(one)(X[obs.direction_points], obs.directions.astype(X.dtype))
+
+
+class ObservedGram(eqx.Module):
+    """P_rows A P_cols^T for the joint covariance A of a :class:`GradientGram` and the
+    observations of its two sides: the covariance of those observations, lazy. Build it with
+    :func:`observe`."""
+
+    op: gradient_kernel.GradientGram
+    rows: Observations
+    cols: Observations
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.size, self.cols.size
+
+    def _run(self, fn):
+        if self.op.is_jax:
+            return fn()
+        with local_x64(self.op.dtype):
+            return np.asarray(fn())
+
+    def matvec(self, v):
+        """The product with v of shape (cols,) or (cols, p): O(n m d), through P^T, the
+        joint operator's matrix-free product and P."""
+        v = np.asarray(v) if not self.op.is_jax else v
+        if v.ndim not in (1, 2) or v.shape[0] != self.shape[1]:
+            raise ValueError(
+                f"matvec needs v of shape ({self.shape[1]},) or ({self.shape[1]}, p); got "
+                f"{tuple(v.shape)}."
+            )
+        vector = v.ndim == 1
+
+        def run():
+            V = jnp.asarray(v, self.op.dtype)
+            V = V[:, None] if vector else V
+            out = self.rows.gather(jnp.asarray(self.op.matvec(self.cols.scatter(V))))
+            return out[:, 0] if vector else out
+
+        return self._run(run)
+
+    def __matmul__(self, v):
+        return self.matvec(v)
+
+    def to_dense(self):
+        """The (rows, cols) matrix, from the joint operator's dense form (small problems)."""
+        return self._run(
+            lambda: self.rows.gather(self.cols.gather(jnp.asarray(self.op.to_dense()).T).T)
+        )
+
+    def diagonal(self):
+        """The diagonal, for the same observations of the same points on both sides."""
+        if self.rows is not self.cols or self.op.X is not self.op.Y:
+            raise ValueError("diagonal() needs the same points and observations on both sides.")
+
+        def run():
+            full = jnp.asarray(self.op.diagonal())
+            if self.rows.kind != "general":
+                return full
+            X = jnp.asarray(self.op.X)
+            parts = [full[self.rows.selected]]
+            if self.rows.direction_points.shape[0]:
+                parts.append(directional_variances(self.op.kernel, X, self.rows, self.op.method))
+            return jnp.concatenate(parts)
+
+        return self._run(run)
+
+
+def observe(op: gradient_kernel.GradientGram, rows: Observations, cols=None) -> ObservedGram:
+    """The covariance of the observations ``rows`` at op's X with ``cols`` at its Y (default:
+    ``rows``, for Y = X): a lazy :class:`ObservedGram`.
+
+    Example:
+        >>> import numpy as np, kernelgrad as kg
+        >>> X = np.random.default_rng(0).normal(size=(5, 3))
+        >>> obs = kg.observations(5, 3, observed=np.eye(5, 3) > 0)
+        >>> cov = kg.observe(kg.gradient_gram(kg.RBF(), X), obs)
+        >>> cov.shape, cov.matvec(np.ones(cov.shape[1])).shape
+        ((8, 8), (8,))
+    """
+    cols = rows if cols is None else cols
+    n, m, d = op.X.shape[0], op.Y.shape[0], op.X.shape[1]
+    for name, obs, points in (("rows", rows, n), ("cols", cols, m)):
+        if not isinstance(obs, Observations) or (obs.n, obs.d) != (points, d):
+            raise ValueError(
+                f"{name} must be kg.observations({points}, {d}, ...) for this operator; got "
+                f"{obs!r:.80}."
+            )
+        if obs.kind == "values":
+            raise ValueError(f"{name} observes values only: use kg.gram for their covariance.")
+    return ObservedGram(op, rows, cols)
