@@ -179,7 +179,11 @@ def _warn_unconverged(info: CGInfo, tol: float) -> None:
 
 @compile_cache.jit(static_argnames=("maxiter",))
 def _pcg(cov: _Covariance, noise, B, tol, *, maxiter: int):
-    """Solve (cov + diag(noise)) Z = B for B (N, p) by Jacobi-preconditioned CG, per column."""
+    """Solve (cov + diag(noise)) Z = B for B (N, p) by Jacobi-preconditioned CG, per column.
+
+    Returns Z, the iterations, the worst relative residual, and each iteration's step sizes
+    and residual ratios (maxiter, p): the Lanczos coefficients of :func:`_lanczos_logdet`.
+    """
     inv_diag = 1.0 / (cov.diagonal() + noise)
 
     def apply(V):
@@ -190,26 +194,45 @@ def _pcg(cov: _Covariance, noise, B, tol, *, maxiter: int):
     R = B
     P = inv_diag[:, None] * R
     rz = jnp.sum(R * P, axis=0)
+    record = jnp.zeros((maxiter, B.shape[1]), B.dtype)
 
     def cond(state):
-        k, _, R, _, _ = state
+        k, _, R, *_ = state
         rel = jnp.max(jnp.linalg.norm(R, axis=0) / jnp.where(norm_b > 0, norm_b, 1.0))
         return (k < maxiter) & (rel > tol)
 
     def body(state):
-        k, Z, R, P, rz = state
+        k, Z, R, P, rz, steps, ratios = state
         AP = apply(P)
         step = rz / jnp.where(rz > 0, jnp.sum(P * AP, axis=0), 1.0)
         Z = Z + step * P
         R = R - step * AP
         S = inv_diag[:, None] * R
         rz_new = jnp.sum(R * S, axis=0)
-        P = S + (rz_new / jnp.where(rz > 0, rz, 1.0)) * P
-        return k + 1, Z, R, P, rz_new
+        ratio = rz_new / jnp.where(rz > 0, rz, 1.0)
+        P = S + ratio * P
+        return k + 1, Z, R, P, rz_new, steps.at[k].set(step), ratios.at[k].set(ratio)
 
-    k, Z, R, _, _ = jax.lax.while_loop(cond, body, (0, Z, R, P, rz))
+    k, Z, R, _, _, steps, ratios = jax.lax.while_loop(cond, body, (0, Z, R, P, rz, record, record))
     rel = jnp.max(jnp.linalg.norm(R, axis=0) / jnp.where(norm_b > 0, norm_b, 1.0))
-    return Z, k, rel
+    return Z, k, rel, steps, ratios
+
+
+def _lanczos_logdet(steps, ratios, k, quadrature: int):
+    """e1^T log(T) e1 for the Lanczos tridiagonal T of each column (p,), from its CG
+    coefficients (Saad, "Iterative methods for sparse linear systems", 6.7.3): T_jj =
+    1 / step_j + ratio_{j-1} / step_{j-1}, T_j,j+1 = sqrt(ratio_j) / step_j, over the first
+    min(k, quadrature) iterations (stochastic Lanczos quadrature, Ubaru, Chen and Saad 2017)."""
+    a, r = steps[:quadrature].T, ratios[:quadrature].T  # (p, q)
+    q = a.shape[1]
+    valid = jnp.arange(q)[None, :] < k
+    a = jnp.where(valid, a, 1.0)
+    diagonal = 1.0 / a + jnp.pad(r[:, :-1] / a[:, :-1], ((0, 0), (1, 0)))
+    diagonal = jnp.where(valid, diagonal, 1.0)  # past k: decoupled ones, log 1 = 0
+    off = jnp.where(valid[:, 1:], jnp.sqrt(jnp.maximum(r[:, :-1], 0.0)) / a[:, :-1], 0.0)
+    T = jax.vmap(jnp.diag)(diagonal) + jax.vmap(lambda o: jnp.diag(o, 1) + jnp.diag(o, -1))(off)
+    lam, Q = jnp.linalg.eigh(T)
+    return jnp.sum(Q[:, 0, :] ** 2 * jnp.log(jnp.maximum(lam, jnp.finfo(lam.dtype).tiny)), axis=1)
 
 
 _woodbury = compile_cache.jit(woodbury.factorise)
@@ -417,7 +440,7 @@ class GradientGP(eqx.Module):
                 alpha = factor.solve(jnp.asarray(b)[:, None])[:, 0]
             else:
                 factor = None
-                Z, k, rel = _pcg(
+                Z, k, rel, _, _ = _pcg(
                     cov, noise, jnp.asarray(b)[:, None], tol, maxiter=maxiter or CG_MAXITER
                 )
                 alpha = Z[:, 0]
@@ -606,6 +629,42 @@ def _trainable(gp: GradientGP, fixed: Sequence[str]):
 
 
 @library_numpy
+def _iterative_loss_and_grad(model_of, eta, X, b, obs, probes, *, tol, maxiter, quadrature):
+    """The negative log marginal likelihood per observation and its gradient in eta, without
+    a factorisation (see :func:`fit`)."""
+    model = model_of(eta)
+    cov = _Covariance(model.kernel, X, obs, _method(model.kernel, obs.with_derivatives))
+    noise = cov.noise(model.value_noise, model.gradient_noise)
+    scale = jnp.sqrt(cov.diagonal() + noise)  # M^(1/2), M the Jacobi preconditioner
+    solved, k, _, steps, ratios = _pcg(
+        cov,
+        noise,
+        jnp.concatenate([b[:, None], scale[:, None] * probes], axis=1),
+        tol,
+        maxiter=maxiter,
+    )
+    alpha, U = solved[:, 0], solved[:, 1:]  # A^-1 b, A^-1 M^(1/2) r
+    N = probes.shape[0]
+    # log det A = log det M + tr log(M^-1/2 A M^-1/2); PCG on M^(1/2) r is Lanczos on the
+    # latter from r, so each probe gives r^T log(...) r = N e1^T log(T) e1.
+    quad = _lanczos_logdet(steps[:, 1:], ratios[:, 1:], k, quadrature)
+    logdet = 2.0 * jnp.sum(jnp.log(scale)) + N * jnp.mean(quad)
+    value = 0.5 * (b @ alpha + logdet + N * jnp.log(2.0 * jnp.pi)) / N
+    W = probes / scale[:, None]  # M^(-1/2) r: E[W U^T] = A^-1 (Hutchinson, preconditioned)
+
+    def surrogate(eta):
+        # Its gradient is the likelihood's: 1/2 tr(A^-1 dA) - 1/2 alpha^T dA alpha, with
+        # alpha, U and W held fixed (forward mode: a few hyperparameters, no stored tiles).
+        m = model_of(eta)
+        c = eqx.tree_at(lambda c: c.kernel, cov, m.kernel)
+        nz = c.noise(m.value_noise, m.gradient_noise)
+        V = jnp.concatenate([alpha[:, None], U], axis=1)
+        AV = c.matvec(V) + nz[:, None] * V
+        return 0.5 * (jnp.mean(jnp.sum(W * AV[:, 1:], axis=0)) - alpha @ AV[:, 0]) / N
+
+    return value, jax.jacfwd(surrogate)(eta), k
+
+
 def fit(
     gp: GradientGP,
     X,
@@ -619,14 +678,30 @@ def fit(
     learning_rate: float = 0.05,
     optimizer: optax.GradientTransformation | None = None,
     fixed: Sequence[str] = (),
+    method: str = "exact",
+    probes: int = 16,
+    tol: float = 1e-5,
+    maxiter: int = CG_MAXITER,
+    quadrature: int = 50,
+    seed: int = 0,
 ) -> FitResult:
     """Maximise the log marginal likelihood over the hyperparameters, in log space.
 
     Every positive array leaf of ``gp`` (the kernel's hyperparameters and both noise
     variances, minus those named in ``fixed``) is written theta = exp(eta), and eta is moved
     by ``optimizer`` (default ``optax.adam(learning_rate)``) down the negative log marginal
-    likelihood per observation, with gradients from ``jax.grad`` through the kernel pytree.
-    The likelihood uses a dense Cholesky factorisation: O((n (d + 1))^3) per step.
+    likelihood per observation.
+
+    ``method="exact"`` factorises the dense covariance at every step, O((n (d + 1))^3), with
+    gradients from ``jax.grad`` through the kernel pytree. ``method="iterative"`` never
+    factorises: one Jacobi-preconditioned CG solve per step with ``probes`` + 1 right-hand
+    sides, [y, M^(1/2) r_1, ...] for Rademacher probes r (drawn once, from ``seed``, so the
+    objective does not move under the optimiser), gives alpha = A^-1 y for the data term, the
+    log determinant by stochastic Lanczos quadrature over CG's own coefficients (the first
+    ``quadrature`` of them), and the gradient of the log determinant, tr(A^-1 dA/dtheta), by
+    Hutchinson's estimator on the same solves. The gradient is one forward-mode pass per
+    hyperparameter through the matrix-free operator: O(n^2 d) memory-free work, O(n d)
+    memory.
 
     Args:
         gp: the starting point.
@@ -636,11 +711,16 @@ def fit(
         learning_rate: for the default Adam optimiser.
         optimizer: any optax optimiser instead of Adam.
         fixed: ``"value_noise"`` and/or ``"gradient_noise"`` to keep as given.
+        method: ``"exact"`` or ``"iterative"``.
+        probes, tol, maxiter, quadrature, seed: the iterative method's probe count, CG
+            tolerance and cap, Lanczos quadrature length and probe seed.
 
     Returns:
         A :class:`FitResult` with the fitted GP (hyperparameters as NumPy float64 leaves)
-        and the loss at every step.
+        and the loss at every step (an estimate for the iterative method).
     """
+    if method not in ("exact", "iterative"):
+        raise ValueError(f"method must be 'exact' or 'iterative'; got {method!r}.")
     X, b, obs, dtype = _data(X, y, G, observed, directions, D)
     spec = _trainable(gp, fixed)
     params, static = eqx.partition(gp, spec)
@@ -649,13 +729,24 @@ def fit(
         eta = jax.tree.map(lambda a: jnp.log(jnp.asarray(a, dtype)), params)
         X_j, b_j = jnp.asarray(X), jnp.asarray(b)
 
+        def model_of(eta):
+            return eqx.combine(jax.tree.map(jnp.exp, eta), static)
+
         def loss(eta):
-            model = eqx.combine(jax.tree.map(jnp.exp, eta), static)
-            return -_log_marginal_likelihood(model, X_j, b_j, obs) / b_j.shape[0]
+            return -_log_marginal_likelihood(model_of(eta), X_j, b_j, obs) / b_j.shape[0]
+
+        signs = np.random.default_rng(seed).integers(0, 2, size=(b.shape[0], probes))
+        probes_j = jnp.asarray(2.0 * signs - 1.0, dtype)
 
         @compile_cache.jit
         def step(eta, state):
-            value, grads = jax.value_and_grad(loss)(eta)
+            if method == "exact":
+                value, grads = jax.value_and_grad(loss)(eta)
+            else:
+                value, grads, _ = _iterative_loss_and_grad(
+                    model_of, eta, X_j, b_j, obs, probes_j,
+                    tol=tol, maxiter=maxiter, quadrature=quadrature,
+                )  # fmt: skip
             updates, state = optimizer.update(grads, state, eta)
             return optax.apply_updates(eta, updates), state, value
 
