@@ -158,6 +158,21 @@ def brute_joint_covariance(kernel, X, Y) -> np.ndarray:
     return out
 
 
+def brute_joint_blocks(kernel, X, Xs):
+    """The joint covariance's blocks (X with X, Xs with X, Xs with Xs), from one
+    :func:`brute_joint_covariance` call on the stacked points (each call compiles anew)."""
+    n, ns, d = len(X), len(Xs), X.shape[1]
+    full = brute_joint_covariance(kernel, np.concatenate([X, Xs]), np.concatenate([X, Xs]))
+    N = n + ns
+
+    def rows(points):
+        grads = N + points[:, None] * d + np.arange(d)[None, :]
+        return np.concatenate([points, grads.ravel()])
+
+    x, s = rows(np.arange(n)), rows(np.arange(n, N))
+    return full[np.ix_(x, x)], full[np.ix_(s, x)], full[np.ix_(s, s)]
+
+
 def brute_stein_kernel(kernel, X, S) -> np.ndarray:
     """M[i, j] = k_p(x_i, x_j), the Stein kernel with scores S, written out term by term from
     AD of the pair call and the full Hessian in z = (x, y): (n, n)."""

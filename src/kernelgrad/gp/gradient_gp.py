@@ -294,7 +294,8 @@ def _data(X, y, G, observed=None, directions=None, D=None):
                 f"observed must be a boolean array of shape ({n}, {d}) (True where G is "
                 f"observed); got {observed.dtype} of shape {observed.shape}."
             )
-        require_finite("G where observed", G[observed], skippable=False)
+        # Unobserved entries may hold anything: check the rest, naming their (i, a).
+        require_finite("G", np.where(observed, G, 0.0), skippable=False)
         parts.append(G[observed])
     if (directions is None) != (D is None):
         raise ValueError("directional derivatives need both directions and D.")
