@@ -3,7 +3,7 @@
 The reference writes the observation matrix P out densely from the documented layout
 (values, then observed partials row-major, then directional derivatives row-major) and
 applies the textbook formulas to P A P^T, with A the brute-force joint covariance of
-``references.brute_joint_covariance`` (``jax.hessian`` and ``jax.jacfwd`` of the pair
+``references.brute_joint_blocks`` (``jax.hessian`` and ``jax.jacfwd`` of the pair
 function): no code shared with ``kernelgrad.gp``.
 """
 
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from kernel_table import BY_ID, sample_points
-from references import brute_joint_blocks, brute_joint_covariance
+from references import brute_joint_blocks
 
 import kernelgrad as kg
 from kernelgrad.gp.gradient_gp import _Covariance
@@ -40,10 +40,22 @@ def dense_P(n, d, values, observed, directions):
     return np.array(rows)
 
 
+_BLOCKS: dict = {}
+
+
+def blocks(kernel, X, Xs):
+    """``brute_joint_blocks``, once per kernel and points: each call compiles anew, and the
+    tests here share their points (the ``rng`` fixture's seed is fixed)."""
+    key = (id(kernel), X.tobytes(), Xs.tobytes())
+    if key not in _BLOCKS:
+        _BLOCKS[key] = brute_joint_blocks(kernel, X, Xs)
+    return _BLOCKS[key]
+
+
 def brute(kernel, X, b, P, noise, Xs):
     """Mean and gradient, the joint covariance of [f, grad f] at Xs, and the training
     covariance, from dense NumPy algebra."""
-    A, C, prior = brute_joint_blocks(kernel, X, Xs)
+    A, C, prior = blocks(kernel, X, Xs)
     A = P @ A @ P.T + np.diag(noise)
     C = C @ P.T  # (ns (d + 1), size)
     post = prior - C @ np.linalg.solve(A, C.T)
@@ -90,9 +102,9 @@ def test_partial_and_directional_observations_match_the_dense_formulas(rng):
 
 def test_the_likelihood_of_partial_observations_is_the_dense_gaussians(rng):
     kernel = KERNELS[0]
-    X, y, G, observed, directions, D, b, noise, _ = problem(rng)
+    X, y, G, observed, directions, D, b, noise, Xs = problem(rng)
     n, d = X.shape
-    _, _, A = brute(kernel, X, b, dense_P(n, d, True, observed, directions), noise, X[:1])
+    _, _, A = brute(kernel, X, b, dense_P(n, d, True, observed, directions), noise, Xs)
     sign, logdet = np.linalg.slogdet(A)
     expected = -0.5 * (b @ np.linalg.solve(A, b) + logdet + b.size * np.log(2 * np.pi))
     gp = kg.GradientGP(kernel, VALUE_NOISE, GRADIENT_NOISE)
@@ -156,7 +168,7 @@ def test_noisy_predictions_add_the_observation_noise(rng):
 
 
 def test_the_jacobi_diagonal_of_directional_observations_is_exact(rng):
-    X, _, _, observed, directions, *_ = problem(rng)
+    X, _, _, observed, directions, *_, Xs = problem(rng)
     n, d = X.shape
     kernel = KERNELS[1]
     P = dense_P(n, d, True, observed, directions)
@@ -166,7 +178,7 @@ def test_the_jacobi_diagonal_of_directional_observations_is_exact(rng):
         diag = np.asarray(cov.diagonal())
         V = rng.normal(size=(obs.size, 2))
         product = np.asarray(cov.matvec(jnp.asarray(V)))
-    dense = P @ brute_joint_covariance(kernel, X, X) @ P.T
+    dense = P @ blocks(kernel, X, Xs)[0] @ P.T
     np.testing.assert_allclose(diag, np.diag(dense), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(product, dense @ V, rtol=1e-9, atol=1e-10)
 

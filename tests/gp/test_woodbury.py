@@ -15,9 +15,8 @@ import kernelgrad as kg
 from kernelgrad.gp import woodbury
 from kernelgrad.gp.gradient_gp import _woodbury
 
-KERNELS = {  # the last one's posterior is checked in full
+KERNELS = {  # the last one's posterior is checked in full; RQ below, against Cholesky
     "rbf": kg.RBF(variance=1.3, lengthscale=2.5),
-    "rq": kg.RationalQuadratic(lengthscale=3.0, alpha=0.7),
     "matern52_ard": kg.Matern52(variance=0.8, lengthscale=np.linspace(1.5, 4.0, 12)),
 }
 
@@ -53,7 +52,7 @@ def test_woodbury_equals_the_dense_solve(rng):
 
 def test_woodbury_is_exact_with_more_points_than_dimensions_too(rng):
     X, y, G, Xs = data(rng, 9, 2)
-    gp = kg.GradientGP(kg.RBF(lengthscale=0.7), 1e-4, 1e-4)
+    gp = kg.GradientGP(kg.RationalQuadratic(lengthscale=0.7, alpha=0.8), 1e-4, 1e-4)
     exact = gp.condition(X, y, G, method="cholesky")
     fast = gp.condition(X, y, G, method="woodbury")
     np.testing.assert_allclose(fast.weights, exact.weights, rtol=1e-8, atol=1e-8)
