@@ -18,11 +18,11 @@ from kernelgrad.gp.observations import observations
 @pytest.fixture
 def noisy(rng):
     """Noisy values and gradients of a smooth 2-D function (noise sd 0.1 on both)."""
-    X = rng.uniform(-2, 2, size=(50, 2))
-    y = np.sin(X[:, 0]) * np.cos(X[:, 1]) + 0.1 * rng.normal(size=50)
+    X = rng.uniform(-2, 2, size=(30, 2))
+    y = np.sin(X[:, 0]) * np.cos(X[:, 1]) + 0.1 * rng.normal(size=30)
     G = np.stack(
         [np.cos(X[:, 0]) * np.cos(X[:, 1]), -np.sin(X[:, 0]) * np.sin(X[:, 1])], axis=1
-    ) + 0.1 * rng.normal(size=(50, 2))
+    ) + 0.1 * rng.normal(size=(30, 2))
     return X, y, G
 
 
@@ -34,7 +34,7 @@ def test_the_estimates_match_the_exact_likelihood_and_its_gradient(noisy):
     X, y, G = noisy
     gp = kg.GradientGP(kg.RBF(variance=0.7, lengthscale=1.3), 0.02, 0.03)
     b = np.concatenate([y, G.ravel()])
-    obs = observations(50, 2, observed=np.ones((50, 2), bool))
+    obs = observations(30, 2, observed=np.ones((30, 2), bool))
     with jax.enable_x64(True):
         params, static = eqx.partition(gp, eqx.is_array)
         eta = jax.tree.map(lambda a: jnp.log(jnp.asarray(a, jnp.float64)), params)
