@@ -129,3 +129,17 @@ def test_without_torch_the_import_error_names_the_extra():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert "pip install 'kernelgrad[torch]'" in out.stdout, out.stderr
+
+
+def test_joint_covariance_maps_over_batch_dimensions_and_names_a_mismatch():
+    k = kgt.RBF(lengthscale=torch.tensor(0.8, dtype=torch.float64))
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(2, 3, 4, 2, dtype=torch.float64, generator=g)
+    Y = torch.randn(2, 3, 5, 2, dtype=torch.float64, generator=g)
+    dense = kgt.joint_dense(k, X, Y)
+    assert dense.shape == (2, 3, 12, 15)
+    assert torch.allclose(dense[1, 2], kgt.joint_dense(k, X[1, 2], Y[1, 2]), rtol=1e-12)
+    V = torch.randn(2, 3, 15, 2, dtype=torch.float64, generator=g)
+    assert torch.allclose(kgt.joint_matvec(k, X, Y, V), dense @ V, rtol=1e-10)
+    with pytest.raises(ValueError, match=r"Y must have X's batch shape \(2, 3\)"):
+        kgt.joint_dense(k, X, Y[0])
