@@ -49,7 +49,7 @@ from ..execution.inputs import library_numpy, local_x64, require_finite
 from ..kernels import AbstractKernel, positive
 from ..kernels import kernel as as_kernel
 from . import gradient_kernel, woodbury
-from .observations import Observations, directional_variances, observations
+from .observations import Observations, observations, observed_diagonal
 
 #: Default cap on conjugate-gradient iterations. Jacobi-preconditioned CG on a smooth
 #: kernel's covariance converges at a rate set by its condition number, about
@@ -88,12 +88,16 @@ class _Covariance(eqx.Module):
     def _values_method(self):
         return "closed" if self.method == "closed" else "reverse"
 
+    def gram(self, A, B):
+        """k(a_i, b_j) for points A and B, by the rules where the kernel has them."""
+        if self.method == "closed":
+            return rules.gram(self.kernel, jnp, A, B)
+        return autodiff.gram(self.kernel, A, B)
+
     def dense(self):
         """The covariance of the observations, dense: (size, size)."""
         if not self.with_gradients:
-            if self.method == "closed":
-                return rules.gram(self.kernel, jnp, self.X, self.X)
-            return autodiff.gram(self.kernel, self.X, self.X)
+            return self.gram(self.X, self.X)
         A = gradient_kernel.joint_dense(self.kernel, self.X, self.X, method=self.method)
         return self.obs.gather(self.obs.gather(A).T).T
 
@@ -112,12 +116,7 @@ class _Covariance(eqx.Module):
         if not self.with_gradients:
             return jax.vmap(self.kernel)(self.X, self.X)
         full = gradient_kernel.joint_diagonal(self.kernel, self.X, self.X, method=self.method)
-        if self.obs.kind == "full":
-            return full
-        parts = [full[self.obs.selected]]
-        if self.obs.direction_points.shape[0]:
-            parts.append(directional_variances(self.kernel, self.X, self.obs, self.method))
-        return jnp.concatenate(parts)
+        return observed_diagonal(self.kernel, self.X, self.obs, self.method, full)
 
     def noise(self, value_noise, gradient_noise):
         """The (size,) noise variances on the diagonal."""
@@ -125,10 +124,7 @@ class _Covariance(eqx.Module):
 
     def cross(self, Xs):
         """Covariance of the observations with f at test points Xs: (size, ns)."""
-        if self.method == "closed":
-            K = rules.gram(self.kernel, jnp, self.X, Xs)
-        else:
-            K = autodiff.gram(self.kernel, self.X, Xs)
+        K = self.gram(self.X, Xs)
         if not self.with_gradients:
             return K
         # cov(df/dx_ia, f(xs)) = d k(x_i, xs) / dx_ia: the Jacobian in the first argument.
@@ -560,11 +556,7 @@ class Posterior(eqx.Module):
         with local_x64(Xs.dtype):
             Xs_j = jnp.asarray(Xs)
             left, right = self._solved(self.cov.cross(Xs_j))
-            if self.cov.method == "closed":
-                prior = rules.gram(self.cov.kernel, jnp, Xs_j, Xs_j)
-            else:
-                prior = autodiff.gram(self.cov.kernel, Xs_j, Xs_j)
-            out = np.asarray(prior - left.T @ right)
+            out = np.asarray(self.cov.gram(Xs_j, Xs_j) - left.T @ right)
         out = 0.5 * (out + out.T)  # exact in theory; round-off otherwise breaks symmetry
         return out + (self.gp.value_noise * np.eye(len(Xs)) if noisy else 0.0)
 

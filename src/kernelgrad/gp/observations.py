@@ -131,16 +131,23 @@ def observations(n: int, d: int, *, values=True, observed=None, directions=None)
     return Observations(n, d, selected, points, vectors, n if values else 0, "general")
 
 
-def directional_variances(kernel, X, obs: Observations, method: str):
-    """Var[v^T grad f(x)] = v^T H v for each directional observation, H the d x d block of
-    its point with itself, by one product each (never the block): (k,)."""
+def observed_diagonal(kernel, X, obs: Observations, method: str, full):
+    """The diagonal of P A P^T from A's diagonal ``full`` (block-major, (n (d + 1),)).
 
-    def one(x, v):
-        w = jnp.concatenate([jnp.zeros(1, v.dtype), v])
-        Hv = gradient_kernel.joint_matvec(kernel, x[None], x[None], w, method=method)
-        return Hv[1:] @ v
+    A directional observation's entry is Var[v^T grad f(x)] = v^T H v, H the d x d block of
+    its point with itself, by one product each (never the block)."""
+    if obs.kind != "general":
+        return full
+    parts = [full[obs.selected]]
+    if obs.direction_points.shape[0]:
 
-    return jax.vmap(one)(X[obs.direction_points], obs.directions.astype(X.dtype))
+        def one(x, v):
+            w = jnp.concatenate([jnp.zeros(1, v.dtype), v])
+            Hv = gradient_kernel.joint_matvec(kernel, x[None], x[None], w, method=method)
+            return Hv[1:] @ v
+
+        parts.append(jax.vmap(one)(X[obs.direction_points], obs.directions.astype(X.dtype)))
+    return jnp.concatenate(parts)
 
 
 class ObservedGram(eqx.Module):
@@ -197,13 +204,8 @@ class ObservedGram(eqx.Module):
 
         def run():
             full = jnp.asarray(self.op.diagonal())
-            if self.rows.kind != "general":
-                return full
             X = jnp.asarray(self.op.X)
-            parts = [full[self.rows.selected]]
-            if self.rows.direction_points.shape[0]:
-                parts.append(directional_variances(self.op.kernel, X, self.rows, self.op.method))
-            return jnp.concatenate(parts)
+            return observed_diagonal(self.op.kernel, X, self.rows, self.op.method, full)
 
         return self._run(run)
 
