@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import kernelgrad as kg
+from kernelgrad.execution import memory
 
 KERNEL = kg.InverseMultiquadric()
 
@@ -45,18 +46,6 @@ def dense_stein_sum(X, S):
 
     M = jax.vmap(lambda x, s: jax.vmap(lambda y, t: stein(x, s, y, t))(X, S))(X, S)
     return jnp.sum(M) / X.shape[0] ** 2
-
-
-def available_bytes() -> float:
-    """MemAvailable from /proc/meminfo (Linux), else infinity."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return float("inf")
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -78,10 +67,10 @@ def against_dense(n: int, d: int, repeats: int) -> dict:
         dense = jax.jit(dense_stein_sum)
         compiled = dense.lower(Xj, Sj).compile()
         dense_bytes = compiled.memory_analysis().temp_size_in_bytes
-        if dense_bytes > available_bytes() / 2:
+        if dense_bytes > memory.host_available_bytes() / 2:
             raise SystemExit(
                 f"the dense baseline plans {dense_bytes / 2**30:.1f} GiB, over half of the "
-                f"{available_bytes() / 2**30:.1f} GiB available: run with fewer points"
+                f"{memory.host_available_bytes() / 2**30:.1f} GiB available: run with fewer points"
             )
         dense_value = float(dense(Xj, Sj))
         dense_s = median_seconds(lambda: dense(Xj, Sj).block_until_ready(), repeats)
