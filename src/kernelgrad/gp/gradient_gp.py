@@ -285,14 +285,6 @@ def _data(X, y, G, observed=None, directions=None, D=None):
                 f"got {G.shape}."
             )
         observed = np.ones((n, d), bool) if observed is None else np.asarray(observed)
-        if observed.shape != (n, d) or observed.dtype != bool:
-            raise ValueError(
-                f"observed must be a boolean array of shape ({n}, {d}) (True where G is "
-                f"observed); got {observed.dtype} of shape {observed.shape}."
-            )
-        # Unobserved entries may hold anything: check the rest, naming their (i, a).
-        require_finite("G", np.where(observed, G, 0.0), skippable=False)
-        parts.append(G[observed])
     if (directions is None) != (D is None):
         raise ValueError("directional derivatives need both directions and D.")
     if directions is not None:
@@ -300,19 +292,21 @@ def _data(X, y, G, observed=None, directions=None, D=None):
         directions = directions[:, None, :] if directions.ndim == 2 else directions
         D = np.asarray(D, dtype=X.dtype)
         D = D[:, None] if D.ndim == 1 else D
-        if (
-            directions.ndim != 3
-            or directions.shape[::2] != (n, d)
-            or D.shape != directions.shape[:2]
-        ):
+        if directions.ndim == 3 and D.shape != directions.shape[:2]:
             raise ValueError(
                 f"directions must have shape ({n}, r, {d}) (or ({n}, {d})) and D ({n}, r) (or "
                 f"({n},)); got {directions.shape} and {D.shape}."
             )
         require_finite("directions", directions, skippable=False)
         require_finite("D", D, skippable=False)
-        parts.append(D.reshape(-1))
+    # The observation operator checks the mask and the directions' shapes.
     obs = observations(n, d, values=y is not None, observed=observed, directions=directions)
+    if G is not None:
+        # Unobserved entries may hold anything: check the rest, naming their (i, a).
+        require_finite("G", np.where(observed, G, 0.0), skippable=False)
+        parts.append(G[observed])
+    if directions is not None:
+        parts.append(D.reshape(-1))
     if obs.size == 0:
         raise ValueError("nothing is observed: give y, G or directional derivatives D.")
     return X, np.concatenate(parts), obs, X.dtype
