@@ -193,3 +193,33 @@ def brute_stein_kernel(kernel, X, S) -> np.ndarray:
         + np.einsum("ja,ija->ij", S, dx)
         + np.trace(H, axis1=2, axis2=3)
     )
+
+
+def dense_P(n, d, values, observed, directions):
+    """The observation matrix P written out from the documented layout: the values, then
+    the observed partials row-major, then the directional derivatives row-major."""
+    rows = []
+    if values:
+        rows += [np.eye(n * (d + 1))[i] for i in range(n)]
+    if observed is not None:
+        for i, a in zip(*np.nonzero(observed), strict=True):
+            rows.append(np.eye(n * (d + 1))[n + i * d + a])
+    if directions is not None:
+        for i in range(n):
+            for v in directions[i]:
+                row = np.zeros(n * (d + 1))
+                row[n + i * d : n + (i + 1) * d] = v
+                rows.append(row)
+    return np.array(rows)
+
+
+_BLOCKS: dict = {}
+
+
+def cached_joint_blocks(kernel, X, Xs):
+    """``brute_joint_blocks``, once per kernel and points: each call compiles anew, and the
+    GP tests share their points (the ``rng`` fixture's seed is fixed)."""
+    key = (id(kernel), X.tobytes(), Xs.tobytes())
+    if key not in _BLOCKS:
+        _BLOCKS[key] = brute_joint_blocks(kernel, X, Xs)
+    return _BLOCKS[key]

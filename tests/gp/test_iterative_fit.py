@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import kernelgrad as kg
-from kernelgrad.gp import gradient_gp
+from kernelgrad.gp import gradient_gp, preconditioner
 from kernelgrad.gp.observations import observations
 
 
@@ -30,7 +30,8 @@ def leaves(gp):
     return np.array([float(v) for v in jax.tree.leaves(gp)])
 
 
-def test_the_estimates_match_the_exact_likelihood_and_its_gradient(noisy):
+@pytest.mark.parametrize("rank", [0, 20], ids=["jacobi", "pivoted-cholesky-20"])
+def test_the_estimates_match_the_exact_likelihood_and_its_gradient(noisy, rank):
     X, y, G = noisy
     gp = kg.GradientGP(kg.RBF(variance=0.7, lengthscale=1.3), 0.02, 0.03)
     b = np.concatenate([y, G.ravel()])
@@ -45,10 +46,11 @@ def test_the_estimates_match_the_exact_likelihood_and_its_gradient(noisy):
         def exact(eta):
             return -model_of(eta).log_marginal_likelihood(X, y, G) / b.size
 
-        signs = np.random.default_rng(1).integers(0, 2, size=(b.size, 256))
+        k = preconditioner.factor_rank(rank)
+        signs = np.random.default_rng(1).integers(0, 2, size=(b.size + k, 256))
         value, grads, k = gradient_gp._iterative_loss_and_grad(
             model_of, eta, jnp.asarray(X), jnp.asarray(b), obs,
-            jnp.asarray(2.0 * signs - 1.0), tol=1e-8, maxiter=1000, quadrature=60,
+            jnp.asarray(2.0 * signs - 1.0), rank=rank, tol=1e-8, maxiter=1000, quadrature=60,
         )  # fmt: skip
         expected_grads = jax.grad(exact)(eta)
     assert 0 < int(k) < 1000
@@ -62,7 +64,8 @@ def test_the_estimates_match_the_exact_likelihood_and_its_gradient(noisy):
 def test_the_iterative_fit_finds_the_exact_fits_hyperparameters():
     """30 noisy points (90 observations). The lengthscale and both noises come within 5%
     of the exact fit's; the variance, along which the likelihood is flat at this size, within
-    10% (64 probes gave 7% here, 128 gave 8%: Monte Carlo error, not bias)."""
+    10% (64 probes gave 7% here, 128 gave 8%: Monte Carlo error, not bias). A rank-20
+    pivoted Cholesky preconditions CG: a partial factor, so CG and SLQ still do the work."""
     rng = np.random.default_rng(12345)
     X = rng.uniform(-2, 2, size=(30, 2))
     y = np.sin(X[:, 0]) * np.cos(X[:, 1]) + 0.1 * rng.normal(size=30)
@@ -71,7 +74,8 @@ def test_the_iterative_fit_finds_the_exact_fits_hyperparameters():
     ) + 0.1 * rng.normal(size=(30, 2))
     start = kg.GradientGP(kg.RBF(variance=0.5, lengthscale=1.5), 0.1, 0.1)
     exact = kg.fit(start, X, y, G, steps=300, learning_rate=0.05)
-    iterative = kg.fit(start, X, y, G, steps=300, learning_rate=0.05, method="iterative", probes=64)
+    iterative = kg.fit(start, X, y, G, steps=300, learning_rate=0.05, method="iterative", probes=64,
+                       preconditioner_rank=20)  # fmt: skip
     got, want = leaves(iterative.gp), leaves(exact.gp)  # variance, lengthscale, noises
     np.testing.assert_allclose(got[1:], want[1:], rtol=0.05)
     np.testing.assert_allclose(got[0], want[0], rtol=0.10)

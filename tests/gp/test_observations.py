@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from kernel_table import BY_ID, sample_points
-from references import brute_joint_blocks
+from references import brute_joint_blocks, dense_P
+from references import cached_joint_blocks as blocks
 
 import kernelgrad as kg
 from kernelgrad.gp.gradient_gp import _Covariance
@@ -22,34 +23,6 @@ from kernelgrad.gp.observations import observations
 
 KERNELS = [BY_ID["rbf_ard"].kernel, BY_ID["nested"].kernel]
 VALUE_NOISE, GRADIENT_NOISE = 1e-3, 2e-3
-
-
-def dense_P(n, d, values, observed, directions):
-    rows = []
-    if values:
-        rows += [np.eye(n * (d + 1))[i] for i in range(n)]
-    if observed is not None:
-        for i, a in zip(*np.nonzero(observed), strict=True):
-            rows.append(np.eye(n * (d + 1))[n + i * d + a])
-    if directions is not None:
-        for i in range(n):
-            for v in directions[i]:
-                row = np.zeros(n * (d + 1))
-                row[n + i * d : n + (i + 1) * d] = v
-                rows.append(row)
-    return np.array(rows)
-
-
-_BLOCKS: dict = {}
-
-
-def blocks(kernel, X, Xs):
-    """``brute_joint_blocks``, once per kernel and points: each call compiles anew, and the
-    tests here share their points (the ``rng`` fixture's seed is fixed)."""
-    key = (id(kernel), X.tobytes(), Xs.tobytes())
-    if key not in _BLOCKS:
-        _BLOCKS[key] = brute_joint_blocks(kernel, X, Xs)
-    return _BLOCKS[key]
 
 
 def brute(kernel, X, b, P, noise, Xs):

@@ -83,6 +83,31 @@ class Observations(eqx.Module):
         directions = self.directions.astype(u.dtype)
         return jnp.concatenate([picked, jnp.einsum("kd,kdp->kp", directions, grads)])
 
+    def functional(self, j):
+        """Observation j (traceable) as (its point i, w (d + 1,)): it is w . [f(x_i),
+        grad f(x_i)]. For the columns of P A P^T one point at a time."""
+        d = self.d
+
+        def from_index(index):  # a block-major index: a value or a partial
+            partial = index >= self.n
+            point = jnp.where(partial, (index - self.n) // d, index)
+            slot = jnp.where(partial, 1 + (index - self.n) % d, 0)
+            return point, jax.nn.one_hot(slot, d + 1, dtype=self.directions.dtype)
+
+        if self.kind != "general":
+            return from_index(j)
+        selected, points = jnp.asarray(self.selected), jnp.asarray(self.direction_points)
+        directions = jnp.asarray(self.directions)
+        s, k = selected.shape[0], points.shape[0]
+        if k == 0:
+            return from_index(selected[j])
+        t = jnp.clip(j - s, 0, k - 1)
+        direction = jnp.concatenate([jnp.zeros(1, directions.dtype), directions[t]])
+        if s == 0:
+            return points[t], direction
+        point, w = from_index(selected[jnp.clip(j, 0, s - 1)])
+        return jnp.where(j < s, point, points[t]), jnp.where(j < s, w, direction)
+
     def noise(self, value_noise, gradient_noise, dtype):
         """The (size,) noise variances: value_noise on values, gradient_noise on every
         derivative observation (partial or directional)."""
