@@ -165,12 +165,13 @@ def _rank(preconditioner_rank: int | None) -> int:
     """The pivoted-Cholesky rank: the caller's, else the policy's; checked."""
     if preconditioner_rank is None:
         return policy.current().preconditioner_rank
-    if isinstance(preconditioner_rank, bool) or not isinstance(preconditioner_rank, int) or (
-        preconditioner_rank < 0
+    if (
+        isinstance(preconditioner_rank, bool)
+        or not isinstance(preconditioner_rank, int)
+        or (preconditioner_rank < 0)
     ):
         raise ValueError(
-            "preconditioner_rank must be an integer >= 0 (0: Jacobi); got "
-            f"{preconditioner_rank!r}."
+            f"preconditioner_rank must be an integer >= 0 (0: Jacobi); got {preconditioner_rank!r}."
         )
     return preconditioner_rank
 
@@ -655,11 +656,10 @@ def _trainable(gp: GradientGP, fixed: Sequence[str]):
 
 
 @library_numpy
-def _iterative_loss_and_grad(
-    model_of, eta, X, b, obs, probes, *, rank, tol, maxiter, quadrature
-):  # fmt: skip
+def _iterative_loss_and_grad(model_of, eta, X, b, obs, probes, *, rank, tol, maxiter, quadrature):
     """The negative log marginal likelihood per observation and its gradient in eta, without
-    a factorisation (see :func:`fit`). ``probes`` (N + k, p): standard Rademacher draws, k the factor's rank."""
+    a factorisation (see :func:`fit`). ``probes`` (N + k, p): standard Rademacher draws, k
+    the preconditioner's rank."""
     model = model_of(eta)
     cov = _Covariance(model.kernel, X, obs, _method(model.kernel, obs.with_derivatives))
     noise = cov.noise(model.value_noise, model.gradient_noise)
