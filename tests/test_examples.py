@@ -65,6 +65,28 @@ def test_gradient_gp_gradients_help_on_branin(tmp_path):
         assert row["values_and_gradients"] < row["values"], row
 
 
+def test_directional_gp_compares_the_three_arms(tmp_path):
+    png, numbers = tmp_path / "dir.png", tmp_path / "dir.json"
+    run(
+        "directional_gp.py",
+        "--d", "10",
+        "--counts", "4,32",
+        "--gradient-points", "1,4",
+        "--test-points", "100",
+        "--output", str(png),
+        "--json", str(numbers),
+    )  # fmt: skip
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    rows = {arm: dict(map(tuple, r)) for arm, r in json.loads(numbers.read_text()).items()}
+    assert list(rows["full gradients"]) == [11, 44]  # observations: n (d + 1)
+    # the same 4 points: their gradients add 40 numbers to 4 values
+    assert rows["full gradients"][44] < rows["values"][4], rows
+    # 32 directional derivatives against 4 (nested designs, the true kernel)
+    assert rows["directional"][32] < rows["directional"][4], rows
+    for errors in rows.values():
+        assert all(0 < e < 1.2 for e in errors.values()), rows
+
+
 def test_langevin_ksd_grows_with_the_step_size(tmp_path):
     png = tmp_path / "ula.png"
     stdout = run(

@@ -171,6 +171,34 @@ def test_directional_products_never_form_the_d_by_d_blocks():
     assert temp.temp_size_in_bytes < 8 * n * n * 8, f"{temp.temp_size_in_bytes / 1e6:.0f} MB"
 
 
+@pytest.mark.parametrize("case", ["matern52_ard", "poly3", "product_rbf_periodic"])
+def test_the_dense_covariance_of_observations_is_the_brute_force_one(rng, case):
+    """Built observation by observation (never the joint matrix), for a stationary kernel
+    with a repeated point (r = 0), a dot-product kernel and a product; values, half the
+    partials and two directions a point."""
+    kernel = BY_ID[case].kernel
+    X, _, _, observed, directions, *_ = problem(rng)
+    X[1] = X[0]
+    n, d = X.shape
+    A, _, _ = brute_joint_blocks(kernel, X, X[:1])
+    P = dense_P(n, d, True, observed, directions)
+    obs = observations(n, d, observed=observed, directions=directions)
+    with jax.enable_x64(True), jax.numpy_rank_promotion("allow"):
+        got = np.asarray(_Covariance(kernel, jnp.asarray(X), obs, "closed").dense())
+    np.testing.assert_allclose(got, P @ A @ P.T, rtol=1e-10, atol=1e-12 * np.abs(A).max())
+
+
+def test_dense_partial_observations_never_form_the_d_by_d_blocks():
+    """XLA's memory plan for Cholesky's dense matrix at n = 200, d = 100, a direction a
+    point: 40,000 entries are needed, the joint matrix would hold 4 x 10^8 (3.3 GB)."""
+    n, d = 200, 100
+    obs = observations(n, d, values=False, directions=np.ones((n, 1, d)))
+    with jax.enable_x64(True):
+        cov = _Covariance(kg.RBF(lengthscale=3.0), jnp.zeros((n, d)), obs, "closed")
+        temp = jax.jit(lambda c: c.dense()).lower(cov).compile().memory_analysis()
+    assert temp.temp_size_in_bytes < 64 * n * n * 8, f"{temp.temp_size_in_bytes / 1e6:.0f} MB"
+
+
 def test_fit_moves_the_likelihood_of_partial_observations(rng):
     X, y, G, observed, *_ = problem(rng, d=2, n=10)
     start = kg.GradientGP(kg.RBF(lengthscale=3.0), 0.1, 0.1)

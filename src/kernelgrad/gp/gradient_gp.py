@@ -33,7 +33,7 @@ without touching JAX's global configuration. Results come back as NumPy arrays.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -98,6 +98,12 @@ class _Covariance(eqx.Module):
         """The covariance of the observations, dense: (size, size)."""
         if not self.with_gradients:
             return self.gram(self.X, self.X)
+        if self.obs.kind == "general" and self.method == "closed":
+            # Observation by observation, O(size^2 d): the joint matrix would be (n (d + 1))^2
+            # for the few of its entries that partial or directional observations select.
+            points, w = jax.vmap(self.obs.functional)(jnp.arange(self.size))
+            Xo, a, U = self.X[points], w[:, 0].astype(self.X.dtype), w[:, 1:].astype(self.X.dtype)
+            return gradient_kernel.functional_dense(self.kernel, Xo, a, U, Xo, a, U)
         A = gradient_kernel.joint_dense(self.kernel, self.X, self.X, method=self.method)
         return self.obs.gather(self.obs.gather(A).T).T
 
@@ -425,7 +431,7 @@ class GradientGP(eqx.Module):
             then the observed entries of G in row-major order, then D in row-major order.
             Derivative observations carry ``gradient_noise``, values ``value_noise``.
             method: ``"cholesky"`` (dense, exact), ``"woodbury"`` (exact in O(n^3 d + n^6)
-                for values and full gradients with one stationary kernel, see
+                for values and full gradients with one stationary or dot-product kernel, see
                 :mod:`kernelgrad.gp.woodbury`), ``"cg"`` (matrix-free preconditioned
                 conjugate gradients on the lazy operator) or ``"auto"``: Woodbury where it
                 applies with n <= d and n <= the policy's ``woodbury_max_points``, else
@@ -451,7 +457,8 @@ class GradientGP(eqx.Module):
             raise ValueError(
                 "method='woodbury' needs values and full gradients (no observed mask or "
                 "directions) and one stationary kernel whose lengthscale scales the "
-                f"distance (RBF, Matern52, RationalQuadratic, ...); got {self.kernel!r} with "
+                "distance (RBF, Matern52, RationalQuadratic, ...) or one dot-product kernel "
+                f"(Linear, Polynomial); got {self.kernel!r} with "
                 f"{obs.kind} observations. Use 'cholesky' or 'cg'."
             )
         if method == "auto":
@@ -632,10 +639,12 @@ class Posterior(eqx.Module):
 
 
 class FitResult(NamedTuple):
-    """The fitted GP and the negative log marginal likelihood per observation, per step."""
+    """The fitted GP, the negative log marginal likelihood per observation at every step,
+    and (``method="iterative"``) the CG iterations of every step's solve, else None."""
 
     gp: GradientGP
     losses: np.ndarray
+    cg_iterations: np.ndarray | None = None
 
 
 def _trainable(gp: GradientGP, fixed: Sequence[str]):
@@ -711,6 +720,7 @@ def fit(
     quadrature: int = 50,
     preconditioner_rank: int | None = None,
     seed: int = 0,
+    on_step: Callable[[int, float], Any] | None = None,
 ) -> FitResult:
     """Maximise the log marginal likelihood over the hyperparameters, in log space.
 
@@ -744,6 +754,8 @@ def fit(
         probes, tol, maxiter, quadrature, preconditioner_rank, seed: the iterative
             method's probe count, CG tolerance and cap, Lanczos quadrature length,
             preconditioner rank (default the policy's; 0: Jacobi) and probe seed.
+        on_step: called as ``on_step(step, loss)`` after every step: for a progress bar
+            or a log on a long fit (an iterative step at 10^5 observations takes minutes).
 
     Returns:
         A :class:`FitResult` with the fitted GP (hyperparameters as NumPy float64 leaves)
@@ -773,22 +785,26 @@ def fit(
         @compile_cache.jit
         def step(eta, state):
             if method == "exact":
-                value, grads = jax.value_and_grad(loss)(eta)
+                (value, grads), iterations = jax.value_and_grad(loss)(eta), 0
             else:
-                value, grads, _ = _iterative_loss_and_grad(
+                value, grads, iterations = _iterative_loss_and_grad(
                     model_of, eta, X_j, b_j, obs, probes_j,
                     rank=rank, tol=tol, maxiter=maxiter, quadrature=quadrature,
                 )  # fmt: skip
             updates, state = optimizer.update(grads, state, eta)
-            return optax.apply_updates(eta, updates), state, value
+            return optax.apply_updates(eta, updates), state, value, iterations
 
         state = optimizer.init(eta)
-        losses = []
-        for _ in range(steps):
-            eta, state, value = step(eta, state)
+        losses, iterations = [], []
+        for i in range(steps):
+            eta, state, value, k = step(eta, state)
             losses.append(float(value))
+            iterations.append(int(k))
+            if on_step is not None:
+                on_step(i, losses[-1])
         theta = jax.tree.map(lambda e: np.asarray(jnp.exp(e), dtype=np.float64), eta)
-    return FitResult(eqx.combine(theta, static), np.asarray(losses))
+    cg = np.asarray(iterations) if method == "iterative" else None
+    return FitResult(eqx.combine(theta, static), np.asarray(losses), cg)
 
 
 __all__ = ["CGInfo", "CG_MAXITER", "FitResult", "GradientGP", "Posterior", "fit"]

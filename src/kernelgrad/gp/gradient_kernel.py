@@ -72,6 +72,40 @@ def _contract(f: Field, A, X, Y, Xc, Yc):
     return scale * (Xc * rowsum - terms.matmul(jnp, A, Yc))
 
 
+def _project_rows(f: Field, X, Y, Xc, Yc, U):
+    """P[i, j] = sum_a f_ija U_ia: (rows, cols), or (rows, 1) for a field of x alone."""
+    Us = U * jnp.broadcast_to(f.scale, (X.shape[1],))[None, :]
+    if f.kind == "x":
+        return jnp.sum(X * Us, axis=1)[:, None]
+    if f.kind == "y":
+        return terms.matmul(jnp, Us, Y.T)
+    return jnp.sum(Xc * Us, axis=1)[:, None] - terms.matmul(jnp, Us, Yc.T)
+
+
+@compile_cache.jit
+def functional_dense(kernel, X, a, U, Y, b, V):
+    """cov(a_i f(x_i) + U_i . grad f(x_i), b_j f(y_j) + V_j . grad f(y_j)): (n, m), dense,
+    from the closed-form tile in O(n m d) matmuls, never a d x d block. Traceable.
+
+    One row per observation: a value (a = 1, U = 0), a partial (a = 0, U a unit vector) or
+    a directional derivative (a = 0, U its direction), so this is P A P^T for any
+    observations, where assembling A first would cost n m d^2.
+    """
+    Xc, Yc = terms.centre(jnp, X, Y)
+    t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
+    out = a[:, None] * b[None, :] * t.value
+    for vec in t.dx:  # d k / dx along U, against the columns' values
+        out = out + b[None, :] * vec.coef * _project_rows(vec.field, X, Y, Xc, Yc, U)
+    for vec in t.dy:
+        out = out + a[:, None] * vec.coef * _project(vec.field, X, Y, Xc, Yc, V)
+    for o in t.outer:  # U^T (coef u v^T) V
+        out = out + o.coef * _project_rows(o.u, X, Y, Xc, Yc, U) * _project(o.v, X, Y, Xc, Yc, V)
+    for g in t.diagonal:
+        scale = jnp.broadcast_to(g.scale, (X.shape[1],))[None, :]
+        out = out + g.coef * terms.matmul(jnp, U * scale, V.T)
+    return out
+
+
 def closed_tile(kernel: AbstractKernel):
     """``tile_fn((X, Xc), (Y, Yc), (v0, V1)) -> (rows, 1 + d)``, the closed-form matvec.
 
