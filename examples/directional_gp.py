@@ -5,7 +5,8 @@ An adjoint solver or a forward-mode AD pass returns one directional derivative v
 a run for the price of about one function value, where the full gradient in d = 50 costs 50
 forward passes. This script asks what such observations are worth.
 
-The target f is a draw from the prior: f(x) = sqrt(2 / M) sum_m cos(w_m . x + b_m), a
+The targets are ``--draws`` draws from the prior (errors pooled over them; one draw alone
+varies a lot): f(x) = sqrt(2 / M) sum_m cos(w_m . x + b_m), a
 random-Fourier-feature sample of an RBF GP (M = 2048 features, lengthscale sqrt(d),
 variance 1), with exact gradients. Training and test points are standard normal in d = 50.
 Three ways to spend the observations, each with the true kernel (the comparison is of the
@@ -14,12 +15,14 @@ information in the observations, not of hyperparameter fitting) and noise varian
 * **values**: f at n points, n observations;
 * **directional**: one derivative a point along a random unit direction, nothing else, n
   observations (``GradientGP.condition(X, None, directions=V, D=...)``);
+* **values + directional**: the value and that one directional derivative at n points,
+  2 n observations (what a forward-mode AD pass returns with the value);
 * **full gradients**: values and gradients at n points, n (d + 1) observations.
 
-Printed and plotted: the relative RMSE of the posterior mean, RMSE / std(f), on 500 test
-points, against the number of observations. (An observation's cost differs between the
-arms: a full gradient's n (d + 1) observations come from n adjoint runs, n values from n
-plain ones.)
+Printed and plotted: the relative RMSE of the posterior mean, RMSE / RMS(f) (1 for the
+prior mean 0), on 500 test points, against the number of observations (left) and of points
+(right): an observation's cost differs between the arms, a full gradient's d + 1 numbers
+coming from one adjoint run, or d forward passes.
 
 Run: ``python examples/directional_gp.py --output docs/directional-gp.png``
 """
@@ -50,8 +53,12 @@ def prior_draw(d: int, lengthscale: float, features: int, seed: int):
     return f, grad
 
 
-def relative_rmse(post, Xs, truth):
-    return float(np.sqrt(np.mean((post.mean(Xs) - truth) ** 2)) / truth.std())
+def relative_rmse(posteriors, Xs, truths):
+    """RMSE over the RMS of f, pooled over the draws: 1 for the prior mean, 0 for a
+    perfect fit."""
+    pairs = zip(posteriors, truths, strict=True)
+    errors = [np.mean((post.mean(Xs) - truth) ** 2) for post, truth in pairs]
+    return float(np.sqrt(np.sum(errors) / np.sum([np.mean(t**2) for t in truths])))
 
 
 def main() -> None:
@@ -62,60 +69,81 @@ def main() -> None:
     parser.add_argument("--gradient-points", default="1,2,4,8,16,32",
                         help="point counts for the full-gradient arm")  # fmt: skip
     parser.add_argument("--test-points", type=int, default=500)
+    parser.add_argument("--draws", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="directional-gp.png")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     d = args.d
     lengthscale = float(np.sqrt(d))
-    f, grad = prior_draw(d, lengthscale, 2048, args.seed)
-    rng = np.random.default_rng(args.seed + 1)
+    draws = [prior_draw(d, lengthscale, 2048, args.seed + 1 + k) for k in range(args.draws)]
+    rng = np.random.default_rng(args.seed)
     Xs = rng.normal(size=(args.test_points, d))
-    truth = f(Xs)
+    truths = [f(Xs) for f, _ in draws]
     gp = kg.GradientGP(kg.RBF(variance=1.0, lengthscale=lengthscale), 1e-6, 1e-6)
     counts = [int(c) for c in args.counts.split(",")]
     pool = rng.normal(size=(max(counts), d))  # nested designs: the first n points
     directions = rng.normal(size=(max(counts), 1, d))
     directions /= np.linalg.norm(directions, axis=2, keepdims=True)
-    G_pool = grad(pool)
-    D_pool = np.einsum("nrd,nd->nr", directions, G_pool)
-    results = {"values": [], "directional": [], "full gradients": []}
-    for n in counts:
-        X = pool[:n]
-        post = gp.condition(X, f(X))
-        results["values"].append((n, relative_rmse(post, Xs, truth)))
-        post = gp.condition(X, None, directions=directions[:n], D=D_pool[:n])
-        results["directional"].append((n, relative_rmse(post, Xs, truth)))
-    for n in (int(c) for c in args.gradient_points.split(",")):
-        X = pool[:n]
-        post = gp.condition(X, f(X), G_pool[:n])
-        results["full gradients"].append((n * (d + 1), relative_rmse(post, Xs, truth)))
+    values = [f(pool) for f, _ in draws]
+    gradients = [grad(pool) for _, grad in draws]
+    derivatives = [np.einsum("nrd,nd->nr", directions, G) for G in gradients]
 
-    print(f"d = {d}, RBF lengthscale {lengthscale:.2f}: relative test RMSE")
+    def observe(arm, n, y, G, D):
+        """The posterior of one arm from the first n points of one draw."""
+        X, V = pool[:n], directions[:n]
+        if arm == "values":
+            return gp.condition(X, y[:n])
+        if arm == "directional":
+            return gp.condition(X, None, directions=V, D=D[:n])
+        if arm == "values + directional":
+            return gp.condition(X, y[:n], directions=V, D=D[:n])
+        return gp.condition(X, y[:n], G[:n])
+
+    observations_per_point = {"values": 1, "directional": 1, "values + directional": 2,
+                              "full gradients": d + 1}  # fmt: skip
+    sizes = {arm: counts for arm in observations_per_point}
+    sizes["full gradients"] = [int(c) for c in args.gradient_points.split(",")]
+    results = {}  # per arm: (points, observations, relative test RMSE)
+    for arm, per_point in observations_per_point.items():
+        results[arm] = []
+        for n in sizes[arm]:
+            data = zip(values, gradients, derivatives, strict=True)
+            error = relative_rmse([observe(arm, n, *one) for one in data], Xs, truths)
+            results[arm].append((n, n * per_point, error))
+
+    print(
+        f"d = {d}, RBF lengthscale {lengthscale:.2f}, {args.draws} prior draws: relative test "
+        "RMSE (points/observations)"
+    )
     for arm, rows in results.items():
-        print(f"{arm:15s}" + "  ".join(f"{m}: {e:.3f}" for m, e in rows))
+        print(f"{arm:21s}" + "  ".join(f"{p}/{m}: {e:.3f}" for p, m, e in rows))
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for (arm, rows), marker in zip(results.items(), "os^", strict=True):
-        m, e = zip(*rows, strict=True)
-        ax.plot(m, e, marker=marker, label=arm)
-    ax.set_xscale("log")
-    ax.set_xlabel("observations")
-    ax.set_ylabel("relative test RMSE of the posterior mean")
-    ax.set_title(f"A GP prior draw in d = {d}: what each kind of observation is worth")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for (arm, rows), marker in zip(results.items(), "osD^", strict=True):
+        p, m, e = zip(*rows, strict=True)
+        axes[0].plot(m, e, marker=marker, label=arm)
+        axes[1].plot(p, e, marker=marker, label=arm)
+    for ax, what in zip(axes, ("observations", "points (function evaluations)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("relative test RMSE of the posterior mean")
+    axes[0].legend()
+    fig.suptitle(f"{args.draws} GP prior draws in d = {d}: what each kind of observation is worth")
     fig.tight_layout()
     fig.savefig(args.output, dpi=120)
     print(f"wrote {args.output}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({k: [list(r) for r in v] for k, v in results.items()}, fh, indent=2)
+            rows = {k: [dict(zip(("points", "observations", "error"), r, strict=True)) for r in v]
+                    for k, v in results.items()}  # fmt: skip
+            json.dump(rows, fh, indent=2)
 
 
 if __name__ == "__main__":

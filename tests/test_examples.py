@@ -70,21 +70,25 @@ def test_directional_gp_compares_the_three_arms(tmp_path):
     run(
         "directional_gp.py",
         "--d", "10",
-        "--counts", "4,32",
+        "--counts", "4,64",
         "--gradient-points", "1,4",
         "--test-points", "100",
+        "--draws", "2",
         "--output", str(png),
         "--json", str(numbers),
     )  # fmt: skip
     assert png.read_bytes().startswith(PNG_MAGIC)
-    rows = {arm: dict(map(tuple, r)) for arm, r in json.loads(numbers.read_text()).items()}
-    assert list(rows["full gradients"]) == [11, 44]  # observations: n (d + 1)
-    # the same 4 points: their gradients add 40 numbers to 4 values
-    assert rows["full gradients"][44] < rows["values"][4], rows
-    # 32 directional derivatives against 4 (nested designs, the true kernel)
-    assert rows["directional"][32] < rows["directional"][4], rows
-    for errors in rows.values():
-        assert all(0 < e < 1.2 for e in errors.values()), rows
+    data = json.loads(numbers.read_text())
+    rows = {arm: {r["points"]: r for r in runs} for arm, runs in data.items()}
+    assert [r["observations"] for r in rows["full gradients"].values()] == [11, 44]  # n (d + 1)
+    assert [r["observations"] for r in rows["values + directional"].values()] == [8, 128]
+    # the same 4 points: their gradients add 40 numbers to 4 values, a direction 4
+    assert rows["full gradients"][4]["error"] < rows["values"][4]["error"], rows
+    assert rows["values + directional"][4]["error"] < rows["values"][4]["error"], rows
+    # 64 directional derivatives against 4 (nested designs, the true kernel)
+    assert rows["directional"][64]["error"] < rows["directional"][4]["error"], rows
+    for runs in rows.values():
+        assert all(0 < r["error"] < 1.05 for r in runs.values()), rows
 
 
 def test_langevin_ksd_grows_with_the_step_size(tmp_path):
