@@ -12,10 +12,11 @@ diagonal noise. Without gradients it is the Gram matrix plus ``value_noise``.
 
 **Solving.** :meth:`GradientGP.condition` solves ``A alpha = [y, G.ravel()]`` either by an
 exact Cholesky factorisation of the dense (n (d + 1))^2 matrix, O(n^3 d^3) time and
-O(n^2 d^2) memory, or by conjugate gradients on the lazy operator, O(n^2 d) time per
-iteration and O(n d) memory, preconditioned by the inverse diagonal (Jacobi). ``"auto"``
-picks Cholesky up to the policy's ``cholesky_max`` observations
-(:mod:`kernelgrad.execution.policy`).
+O(n^2 d^2) memory, by the structured Woodbury solve when d >> n
+(:mod:`kernelgrad.gp.woodbury`), or by conjugate gradients on the lazy operator, O(n^2 d)
+time per iteration and O(n d) memory, preconditioned by the inverse diagonal (Jacobi) or a
+pivoted Cholesky (:mod:`kernelgrad.gp.preconditioner`). ``"auto"`` picks among them by
+the policy's ``woodbury_max_points`` and ``cholesky_max`` (:mod:`kernelgrad.execution.policy`).
 
 **Hyperparameter convention.** Every hyperparameter is positive: the kernel's array leaves
 (variance, lengthscale, alpha, period, scale, offset) and both noise variances. Noise values
