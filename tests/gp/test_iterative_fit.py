@@ -62,10 +62,11 @@ def test_the_estimates_match_the_exact_likelihood_and_its_gradient(noisy, rank):
 
 
 def test_the_iterative_fit_finds_the_exact_fits_hyperparameters():
-    """30 noisy points (90 observations). The lengthscale and both noises come within 5%
-    of the exact fit's; the variance, along which the likelihood is flat at this size, within
-    10% (64 probes gave 7% here, 128 gave 8%: Monte Carlo error, not bias). A rank-20
-    pivoted Cholesky preconditions CG: a partial factor, so CG and SLQ still do the work."""
+    """30 noisy points (90 observations): every hyperparameter within 5% of the exact
+    fit's (deliverable 4), with a rank-20 pivoted-Cholesky preconditioner, a partial factor,
+    so that CG and SLQ still do the work. (With Jacobi the variance, along which the
+    likelihood is flat at this size, came within 7% only: Monte Carlo error, as 128 probes
+    gave 8%; the preconditioned probes have less variance, 3.1% here.)"""
     rng = np.random.default_rng(12345)
     X = rng.uniform(-2, 2, size=(30, 2))
     y = np.sin(X[:, 0]) * np.cos(X[:, 1]) + 0.1 * rng.normal(size=30)
@@ -77,8 +78,7 @@ def test_the_iterative_fit_finds_the_exact_fits_hyperparameters():
     iterative = kg.fit(start, X, y, G, steps=300, learning_rate=0.05, method="iterative", probes=64,
                        preconditioner_rank=20)  # fmt: skip
     got, want = leaves(iterative.gp), leaves(exact.gp)  # variance, lengthscale, noises
-    np.testing.assert_allclose(got[1:], want[1:], rtol=0.05)
-    np.testing.assert_allclose(got[0], want[0], rtol=0.10)
+    np.testing.assert_allclose(got, want, rtol=0.05)
     assert iterative.losses[-1] < iterative.losses[0] - 0.3
 
 
