@@ -75,10 +75,17 @@ def test_the_iterative_fit_finds_the_exact_fits_hyperparameters():
     ) + 0.1 * rng.normal(size=(30, 2))
     start = kg.GradientGP(kg.RBF(variance=0.5, lengthscale=1.5), 0.1, 0.1)
     exact = kg.fit(start, X, y, G, steps=300, learning_rate=0.05)
+    calls = []
     iterative = kg.fit(start, X, y, G, steps=300, learning_rate=0.05, method="iterative", probes=64,
-                       preconditioner_rank=20)  # fmt: skip
+                       preconditioner_rank=20,
+                       on_step=lambda i, loss: calls.append((i, loss)))  # fmt: skip
     got, want = leaves(iterative.gp), leaves(exact.gp)  # variance, lengthscale, noises
     np.testing.assert_allclose(got, want, rtol=0.05)
+    # on_step sees every step and its loss; each step's CG iterations are reported
+    assert [i for i, _ in calls] == list(range(300))
+    np.testing.assert_array_equal([loss for _, loss in calls], iterative.losses)
+    assert iterative.cg_iterations.shape == (300,) and np.all(iterative.cg_iterations > 0)
+    assert exact.cg_iterations is None
     assert iterative.losses[-1] < iterative.losses[0] - 0.3
 
 

@@ -85,7 +85,8 @@ class Observations(eqx.Module):
 
     def functional(self, j):
         """Observation j (traceable) as (its point i, w (d + 1,)): it is w . [f(x_i),
-        grad f(x_i)]. For the columns of P A P^T one point at a time."""
+        grad f(x_i)]. For P A P^T one observation at a time: its columns (one point on
+        the right of the joint product) and its dense form."""
         d = self.d
 
         def from_index(index):  # a block-major index: a value or a partial
