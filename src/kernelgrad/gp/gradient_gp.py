@@ -441,10 +441,11 @@ class GradientGP(eqx.Module):
             maxiter: CG iteration cap (default :data:`CG_MAXITER`). A solve that stops above
                 ``tol`` warns, naming its residual: raise the noise, which bounds the
                 condition number, or use Cholesky.
-            preconditioner_rank: CG's preconditioner: Jacobi at 0 (the default: it took
-                fewer iterations than ranks 100 and 200 at n = 1000, d = 100, where the
-                gradient block dominates), else a pivoted Cholesky of this rank plus the
-                diagonal it leaves out (:mod:`kernelgrad.gp.preconditioner`).
+            preconditioner_rank: CG's preconditioner: Jacobi at 0 (the default: at
+                n = 1000, d = 100 it was faster than ranks 100 and 200 on both problems of
+                ``benchmarks/conditioning.py``, and on the correlated one, where the gradient
+                block dominates, it also took fewer iterations), else a pivoted Cholesky of
+                this rank plus the diagonal it leaves out (:mod:`kernelgrad.gp.preconditioner`).
         """
         methods = ("auto", "cholesky", "woodbury", "cg")
         if method not in methods:
