@@ -33,11 +33,11 @@ def test_transform_takes_the_symmetric_path_above_its_threshold(kernel, rng, mon
     """A ragged n (not a multiple of the block) through kg.grad_sum, checked against forward
     AD and against the same points passed as a separate Y (which cannot use symmetry)."""
     d, n = 3, kg.policy.current().symmetric_min_points + 37
-    assert symmetric.applies(n, d)
+    X = rng.normal(size=(n, d))
+    assert symmetric.applies(kernel, X)
     calls = []
     run = symmetric.run
     monkeypatch.setattr(symmetric, "run", lambda *args: calls.append(1) or run(*args))
-    X = rng.normal(size=(n, d))
     X[11] = X[3000]  # duplicate points: Matern 1/2's zero subgradient, never a NaN
     w = rng.normal(size=n)
     out = kg.grad_sum(kernel, X, weights=w)
@@ -47,3 +47,70 @@ def test_transform_takes_the_symmetric_path_above_its_threshold(kernel, rng, mon
     assert calls and out.shape == (n, d) and np.all(np.isfinite(out))
     np.testing.assert_allclose(out, forward, rtol=0, atol=1e-12 * scale)
     np.testing.assert_allclose(out, other, rtol=0, atol=1e-12 * scale)
+
+
+GAUSSIAN = [kg.RBF(), kg.RBF(variance=2.5, lengthscale=np.array([0.8, 1.0, 2.0]))]
+
+
+def _brute_rbf_grad_sum(kernel, X, w):
+    """sum_j w_j d/dx_i k(x_i, x_j) from the textbook RBF formula, in float64 NumPy."""
+    X, w = np.asarray(X, np.float64), np.asarray(w, np.float64)
+    inverse_sq = np.broadcast_to(1.0 / np.asarray(kernel.lengthscale, np.float64) ** 2, X.shape[1])
+    diff = X[:, None, :] - X[None, :, :]
+    k = float(kernel.variance) * np.exp(-0.5 * np.sum(diff**2 * inverse_sq, axis=-1))
+    return -np.einsum("ij,j,ija->ia", k, w, diff * inverse_sq)
+
+
+@pytest.mark.parametrize("kernel", GAUSSIAN, ids=["rbf", "rbf_ard"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_the_gaussian_factorisation_matches_the_textbook_formula(kernel, dtype, rng):
+    """a_i a_j exp(z_i . z_j) blocks (8 rows, 6 x 6 block pairs), a duplicate point across
+    two blocks, points up to 4 lengthscales out: the same as the textbook RBF grad map."""
+    with jax.enable_x64(dtype == np.float64):
+        X = rng.normal(size=(48, 3))
+        X[9] = X[40]
+        w = rng.normal(size=48)
+        assert symmetric.factorises(kernel, X.astype(dtype))
+        out = symmetric.gaussian_grad_sum(
+            kernel, jnp.asarray(X, dtype), jnp.asarray(w, dtype), block=8
+        )
+    brute = _brute_rbf_grad_sum(kernel, X, w)
+    tol = 1e-13 if dtype == np.float64 else 2e-5
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, brute, rtol=0, atol=tol * np.max(np.abs(brute)))
+
+
+def test_the_factorisation_is_refused_where_exp_could_overflow(rng):
+    """Not for other profiles, nor for a point 40 lengthscales from the centre (float64) or
+    10 (float32), where exp(z_i . z_j) could overflow; the engine's answer stays exact."""
+    X = rng.normal(size=(1500, 3))
+    assert symmetric.factorises(kg.RBF(), X)
+    assert not symmetric.factorises(kg.Matern52(), X)
+    assert not symmetric.factorises(kg.RBF() + kg.RBF(lengthscale=2.0), X)
+    far = X.copy()
+    far[0] = [40.0, 0.0, 0.0]
+    assert not symmetric.factorises(kg.RBF(), far)
+    assert symmetric.factorises(kg.RBF(lengthscale=2.0), far)  # 20 lengthscales
+    assert not symmetric.factorises(kg.RBF(), (far / 4).astype(np.float32))
+    out = kg.grad_sum(kg.RBF(), far)
+    np.testing.assert_allclose(out, _brute_rbf_grad_sum(kg.RBF(), far, np.ones(1500)), atol=1e-12)
+
+
+def test_an_rbf_takes_the_gaussian_symmetric_path_from_its_threshold(rng, monkeypatch):
+    """kg.grad_sum on RBF points from symmetric_gaussian_min_points (ragged n) runs the
+    factorised blocks and equals forward AD; below it, and in d = 1, it does not."""
+    chosen = kg.policy.current()
+    n = chosen.symmetric_gaussian_min_points + 5
+    assert n < chosen.symmetric_min_points  # the Gaussian threshold is the earlier one
+    X, w = rng.normal(size=(n, 3)), rng.normal(size=n)
+    assert not symmetric.applies(kg.RBF(), X[: n - 10])
+    assert not symmetric.applies(kg.RBF(), X[:, :1])
+    assert not symmetric.applies(kg.Matern52(), X)
+    calls = []
+    compiled = symmetric._compiled
+    monkeypatch.setattr(symmetric, "_compiled", lambda *a: calls.append(a[-1]) or compiled(*a))
+    kernel = kg.RBF(lengthscale=0.7)
+    out = kg.grad_sum(kernel, X, weights=w)
+    assert calls == [True]
+    forward = kg.grad_sum(kernel, X, weights=w, mode="forward")
+    np.testing.assert_allclose(out, forward, rtol=0, atol=1e-12 * np.max(np.abs(forward)))

@@ -191,9 +191,9 @@ def route(op: str, method: str, p: Problem) -> str:
         op == "grad_sum"
         and method == "closed"
         and p.same
-        and symmetric.applies(p.n, p.d)
-        and sharding.local_mesh() is None
         and not traced
+        and sharding.local_mesh() is None
+        and symmetric.applies(p.kernel, p.X)
     ):
         return "symmetric"
     if reduction and p.n * p.m > _tiled_min_pairs(op, method, p):

@@ -10,10 +10,22 @@ blocks of rows I and columns J with I < J serve both halves of the sum:
 and only b (b + 1) / 2 of the b^2 blocks are evaluated: about half the transcendental work
 of the dense program. Blocks are small enough to stay in cache, and the (I, J) pairs are
 scanned, so memory is O(n d + block^2) and the program size does not grow with n.
+
+A Gaussian profile (RBF, ARD or not) factors further: with z = (x - centre) / lengthscale,
+
+    exp(-|z_i - z_j|^2 / 2) = a_i a_j exp(z_i . z_j),    a = exp(-|z|^2 / 2),
+
+so a_j goes into the weights once, a_i onto the result once, and a block costs one matrix
+product, one exp and the two products above, with no per-pair distance arithmetic. At
+n = 20,000, d = 3 (float64, 2 cores) that took a block scan from 0.32-0.35 s to 0.20-0.23 s.
+Its rounding matches the expansion form's (about eps (|z_i|^2 + |z_j|^2) relative), but
+exp(z_i . z_j) overflows for points far from the centre, so it runs only while every
+|z|^2 / 2 stays under :data:`GAUSSIAN_MAX_HALF_SQ_NORM` of the dtype's largest exponent.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -23,12 +35,82 @@ from . import compile_cache, padding, policy
 from .inputs import library_numpy
 
 
-def applies(n: int, d: int) -> bool:
-    """Whether the engine should use the symmetric path for n points in d dimensions: from
-    the policy's ``symmetric_min_points`` in d > 1, where the halved exp work outweighs the
-    block bookkeeping (in d = 1 the unsymmetric program is one fused loop that XLA:CPU runs
-    faster than these blocks)."""
-    return d > 1 and n >= policy.current().symmetric_min_points
+def applies(kernel, X) -> bool:
+    """Whether the engine should use the symmetric path for the concrete points ``X`` (n, d):
+    in d > 1 only (in d = 1 the unsymmetric program is one fused loop that XLA:CPU runs
+    faster than these blocks), from the policy's ``symmetric_min_points``, or from its
+    ``symmetric_gaussian_min_points`` where the Gaussian factorisation applies."""
+    n, d = X.shape
+    if d == 1:
+        return False
+    chosen = policy.current()
+    if n >= chosen.symmetric_min_points:
+        return True
+    return n >= chosen.symmetric_gaussian_min_points and factorises(kernel, X)
+
+
+#: The Gaussian factorisation runs while max |z|^2 / 2 is at most this fraction of
+#: log(largest float): exp(z_i . z_j) <= exp(|z_i|^2 / 2 + |z_j|^2 / 2) then stays below the
+#: square root of the largest float (|z| up to 25 lengthscales in float64, 8.9 in float32).
+GAUSSIAN_MAX_HALF_SQ_NORM = 0.45
+
+
+def factorises(kernel, X) -> bool:
+    """Whether :func:`grad_sum` may use the Gaussian factorisation for ``kernel`` on the
+    concrete points ``X``: a Gaussian profile, and no point so far from the centre that
+    exp(z_i . z_j) could overflow."""
+    if not getattr(kernel, "gaussian_profile", False):
+        return False
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(kernel)):
+        return False  # hyperparameters under a transform: their range is not known here
+    X = np.asarray(X)
+    Z = (X - X.mean(axis=0)) * np.sqrt(np.asarray(kernel.inverse_sq_scale(np, X.dtype)))
+    limit = GAUSSIAN_MAX_HALF_SQ_NORM * np.log(np.finfo(X.dtype).max)
+    return bool(0.5 * np.max(np.sum(Z * Z, axis=1)) <= limit)
+
+
+def _pairs(count: int):
+    """The (I, J) block pairs with I <= J, as two index vectors for a scan."""
+    rows, cols = np.triu_indices(count)
+    return jnp.asarray(rows), jnp.asarray(cols)
+
+
+def _add_block(G, rows, start):
+    return lax.dynamic_update_slice_in_dim(
+        G, lax.dynamic_slice_in_dim(G, start, rows.shape[0]) + rows, start, 0
+    )
+
+
+@library_numpy
+def gaussian_grad_sum(kernel, X, w, block: int | None = None):
+    """:func:`grad_sum` for a Gaussian-profile kernel through a_i a_j exp(z_i . z_j) (see the
+    module docstring; the caller checks :func:`factorises` first)."""
+    block = block or policy.current().symmetric_block
+    n, d = X.shape
+    Xc, _ = terms.centre(jnp, X, X)
+    inverse_sq = kernel.inverse_sq_scale(jnp, X.dtype)
+    Z = Xc * jnp.sqrt(inverse_sq)
+    a = jnp.exp(-0.5 * jnp.sum(Z * Z, axis=1))
+    u = a * w
+    R = jnp.concatenate([u[:, None], u[:, None] * Xc], 1)  # [u_j, u_j c_j]: (n, d + 1)
+
+    def accumulate(G, pair):
+        I, J = pair
+        ZI, ZJ = (lax.dynamic_slice_in_dim(Z, K * block, block) for K in (I, J))
+        cI, cJ = (lax.dynamic_slice_in_dim(Xc, K * block, block) for K in (I, J))
+        RI, RJ = (lax.dynamic_slice_in_dim(R, K * block, block) for K in (I, J))
+        F = jnp.exp(terms.matmul(jnp, ZI, ZJ.T))
+        right = terms.matmul(jnp, F, RJ)  # sum_j F_ij [u_j, u_j c_j]
+        left = terms.matmul(jnp, RI.T, F).T  # sum_i F_ij [u_i, u_i c_i]
+        to_I = cI * right[:, :1] - right[:, 1:]
+        # A diagonal block already holds both halves of its own pairs.
+        to_J = jnp.where(I == J, 0.0, 1.0) * (cJ * left[:, :1] - left[:, 1:])
+        return _add_block(_add_block(G, to_I, I * block), to_J, J * block), None
+
+    G, _ = lax.scan(accumulate, jnp.zeros((n, d), X.dtype), _pairs(n // block))
+    # dk/dx_i = -variance w (x_i - x_j) exp(-s_ij / 2), with exp(-s_ij / 2) = a_i a_j F_ij.
+    variance = jnp.asarray(kernel.variance, X.dtype)
+    return -variance * inverse_sq * a[:, None] * G
 
 
 @library_numpy
@@ -45,8 +127,6 @@ def grad_sum(kernel, X, w, block: int | None = None):
     n, d = X.shape
     count = n // block
     Xc, _ = terms.centre(jnp, X, X)
-    # The (I, J) block pairs with I <= J, as two static index vectors.
-    rows, cols = np.triu_indices(count)
 
     def accumulate(G, pair):
         I, J = pair
@@ -81,21 +161,15 @@ def grad_sum(kernel, X, w, block: int | None = None):
             to_J = to_J + term.field.scale * (aJ * left[:, :1] - left[:, 1:])
         # A diagonal block already holds both halves of its own pairs.
         to_J = jnp.where(I == J, 0.0, 1.0) * to_J
-        G = lax.dynamic_update_slice_in_dim(
-            G, lax.dynamic_slice_in_dim(G, I * block, block) + to_I, I * block, 0
-        )
-        G = lax.dynamic_update_slice_in_dim(
-            G, lax.dynamic_slice_in_dim(G, J * block, block) + to_J, J * block, 0
-        )
-        return G, None
+        return _add_block(_add_block(G, to_I, I * block), to_J, J * block), None
 
-    G, _ = lax.scan(accumulate, jnp.zeros((n, d), X.dtype), (jnp.asarray(rows), jnp.asarray(cols)))
+    G, _ = lax.scan(accumulate, jnp.zeros((n, d), X.dtype), _pairs(count))
     return G
 
 
-@compile_cache.jit(static_argnames="block")
-def _compiled(kernel, X, w, block):
-    return grad_sum(kernel, X, w, block)
+@compile_cache.jit(static_argnames=("block", "gaussian"))
+def _compiled(kernel, X, w, block, gaussian):
+    return (gaussian_grad_sum if gaussian else grad_sum)(kernel, X, w, block)
 
 
 def run(kernel, X, w):
@@ -107,6 +181,7 @@ def run(kernel, X, w):
     """
     block = policy.current().symmetric_block
     rows = -(-X.shape[0] // block) * block
+    gaussian = factorises(kernel, X)
     X = padding.pad_rows(X, rows, True)
     w = padding.pad_rows(w, rows, False)
-    return _compiled(kernel, X, w, block)
+    return _compiled(kernel, X, w, block, gaussian)

@@ -59,6 +59,11 @@ class AbstractStationaryKernel(AbstractKernel):
     #: Whether the lengthscale scales the distance (Periodic's scales its sine instead).
     lengthscale_scales_distance: ClassVar[bool] = True
 
+    #: Whether f(s) = exp(-s / 2), so that k(x, y) factors as a(x) a(y) exp(z_x . z_y) with
+    #: z = x / lengthscale and a = variance^(1/2) exp(-|z|^2 / 2) (used by
+    #: :mod:`kernelgrad.execution.symmetric`).
+    gaussian_profile: ClassVar[bool] = False
+
     def profile_params(self, xp, dtype) -> tuple:
         """The hyperparameters named in ``profile_fields``, as ``xp`` arrays."""
         return tuple(xp.asarray(getattr(self, name), dtype=dtype) for name in self.profile_fields)
@@ -173,6 +178,8 @@ class RBF(AbstractStationaryKernel):
 
     ``f(s) = exp(-s / 2)``, ``f' = -f / 2``, ``f'' = f / 4``.
     """
+
+    gaussian_profile: ClassVar[bool] = True
 
     variance: Any
     lengthscale: Any
