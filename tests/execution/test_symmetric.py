@@ -98,13 +98,14 @@ def test_the_factorisation_is_refused_where_exp_could_overflow(rng):
 
 def test_an_rbf_takes_the_gaussian_symmetric_path_from_its_threshold(rng, monkeypatch):
     """kg.grad_sum on RBF points from symmetric_gaussian_min_points (ragged n) runs the
-    factorised blocks and equals forward AD; below it, and in d = 1, it does not."""
+    factorised blocks and equals forward AD; below it, and in d = 1 and 2, it does not."""
     chosen = kg.policy.current()
     n = chosen.symmetric_gaussian_min_points + 5
     assert n < chosen.symmetric_min_points  # the Gaussian threshold is the earlier one
     X, w = rng.normal(size=(n, 3)), rng.normal(size=n)
     assert not symmetric.applies(kg.RBF(), X[: n - 10])
     assert not symmetric.applies(kg.RBF(), X[:, :1])
+    assert not symmetric.applies(kg.RBF(), X[:, :2])  # d = 2: the default program is faster
     assert not symmetric.applies(kg.Matern52(), X)
     calls = []
     compiled = symmetric._compiled

@@ -110,12 +110,14 @@ class Policy:
     #: unsymmetric time at 3072, 4096 and 8192 points in d = 3; in d = 1 the fused
     #: unsymmetric program stays faster, 1.08-1.12).
     symmetric_min_points: int = 4096
-    #: The same for a Gaussian profile (RBF) within range of the factorisation
+    #: The same in d >= 3 for a Gaussian profile (RBF) within range of the factorisation
     #: a_i a_j exp(z_i . z_j) (:mod:`kernelgrad.execution.symmetric`), which cuts a block to
-    #: one matrix product and one exp (RBF, d = 3, float64, hot sizes, best of 9): symmetric
-    #: against the default program 1.26 against 1.68 ms at n = 1000, 1.68 against 2.27 at
-    #: 1500, 5.6 against 7.1 at 3000; in d = 1 the default's fused loop stays 3x faster.
-    symmetric_gaussian_min_points: int = 1024
+    #: one matrix product and one exp (RBF, float64, hot sizes, interleaved medians of 60):
+    #: symmetric over the default program 1.43, 1.26, 1.00 and 0.89 at n = 512, 768, 1000 and
+    #: 1500 in d = 3, 1.10 and 0.78 at 1000 and 1500 in d = 5; 0.57 at 4096 in d = 3. In
+    #: d = 2 the default's fused expansion holds out longer (1.23 at 4096, 0.80 at 8192), so
+    #: there the general threshold above stands.
+    symmetric_gaussian_min_points: int = 1536
     #: ``stein.ksd_test`` multiplies the Stein tiles by at most this many (point, draw)
     #: entries of bootstrap signs per pass (128 MB of float64 for the pass's output).
     stein_bootstrap_entries: int = 1 << 24

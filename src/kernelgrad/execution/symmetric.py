@@ -17,7 +17,7 @@ A Gaussian profile (RBF, ARD or not) factors further: with z = (x - centre) / le
 
 so a_j goes into the weights once, a_i onto the result once, and a block costs one matrix
 product, one exp and the two products above, with no per-pair distance arithmetic. At
-n = 20,000, d = 3 (float64, 2 cores) that took a block scan from 0.32-0.35 s to 0.20-0.23 s.
+n = 20,000, d = 3 (float64, 2 cores) that took the block scan from 0.32-0.33 s to 0.21-0.22 s.
 Its rounding matches the expansion form's (about eps (|z_i|^2 + |z_j|^2) relative), but
 exp(z_i . z_j) overflows for points far from the centre, so it runs only while every
 |z|^2 / 2 stays under :data:`GAUSSIAN_MAX_HALF_SQ_NORM` of the dtype's largest exponent.
@@ -38,15 +38,15 @@ from .inputs import library_numpy
 def applies(kernel, X) -> bool:
     """Whether the engine should use the symmetric path for the concrete points ``X`` (n, d):
     in d > 1 only (in d = 1 the unsymmetric program is one fused loop that XLA:CPU runs
-    faster than these blocks), from the policy's ``symmetric_min_points``, or from its
-    ``symmetric_gaussian_min_points`` where the Gaussian factorisation applies."""
+    faster than these blocks), from the policy's ``symmetric_min_points``, or in d >= 3
+    from its ``symmetric_gaussian_min_points`` where the Gaussian factorisation applies."""
     n, d = X.shape
     if d == 1:
         return False
     chosen = policy.current()
     if n >= chosen.symmetric_min_points:
         return True
-    return n >= chosen.symmetric_gaussian_min_points and factorises(kernel, X)
+    return d >= 3 and n >= chosen.symmetric_gaussian_min_points and factorises(kernel, X)
 
 
 #: The Gaussian factorisation runs while max |z|^2 / 2 is at most this fraction of
