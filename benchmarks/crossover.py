@@ -1,4 +1,4 @@
-"""The engine's measured thresholds: the policy's eager_max_pairs and symmetric_min_points (for RBF, the Gaussian factorisation's symmetric_gaussian_min_points).
+"""The engine's measured thresholds: eager_max_pairs and the symmetric paths' minimum sizes.
 
 Run: ``python benchmarks/crossover.py [--n ...] [--sym-n ...]``
 
