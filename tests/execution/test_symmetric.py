@@ -111,7 +111,9 @@ def test_an_rbf_takes_the_gaussian_symmetric_path_from_its_threshold(rng, monkey
     X, w = rng.normal(size=(n, 3)), rng.normal(size=n)
     assert not symmetric.applies(kg.RBF(), X[: n - 10])
     assert not symmetric.applies(kg.RBF(), X[:, :1])
-    assert not symmetric.applies(kg.RBF(), X[:, :2])  # d = 2: the default program is faster
+    assert not symmetric.applies(kg.RBF(), X[:, :2])  # d = 2: the factorised tiles are faster
+    assert not symmetric.applies(kg.RBF(), np.tile(X[:, :2], (4, 1)))
+    assert symmetric.applies(kg.Matern52(), np.tile(X[:, :2], (4, 1)))  # the general threshold
     assert not symmetric.applies(kg.Matern52(), X)
     calls = []
     compiled = symmetric._compiled

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..derivatives import rules
-from . import compile_cache, ops, padding, policy, sharding, symmetric
+from . import compile_cache, gaussian, ops, padding, policy, sharding, symmetric
 from .identity import IdentityCache
 from .inputs import Problem, facts, local_x64
 
@@ -201,6 +201,20 @@ def route(op: str, method: str, p: Problem) -> str:
     return "traced" if traced else "dense"
 
 
+def _factorised(op: str, method: str, p: Problem):
+    """(method, X, Y) for a tiled reduction: ``"gaussian"`` with X and Y centred on the host
+    where :mod:`kernelgrad.execution.gaussian`'s factorisation applies (closed-form grad_sum
+    and gram_matvec of an RBF on host points within its range), else as they came."""
+    if (
+        op in ("grad_sum", "gram_matvec")
+        and method == "closed"
+        and _on_host(p)
+        and gaussian.factorises(p.kernel, p.X, None if p.same else p.Y)
+    ):
+        return ("gaussian", *gaussian.centred(np.asarray(p.X), np.asarray(p.Y)))
+    return method, p.X, p.Y
+
+
 def _tiled_min_pairs(op: str, method: str, p: Problem) -> int:
     """Pairs above which a reduction runs tiled: later for a one-device grad map that XLA
     fuses into one loop in one dimension, whose dense program holds no (n, m) buffer."""
@@ -235,7 +249,8 @@ def _padded(op: str, method: str, p: Problem):
         if how == "tiled":
             # Matrix-free (and multi-device when there are several); pads to its own buckets.
             # Hot sizes run unpadded: the tiles take ragged sizes.
-            return sharding.tiled(op, method, p.kernel, p.X, p.Y, p.W, pad=not hot), False
+            method, X, Y = _factorised(op, method, p)
+            return sharding.tiled(op, method, p.kernel, X, Y, p.W, pad=not hot), False
         return _compiled(p.kernel, p.X, p.Y, p.W, op=op, method=method), True
 
 

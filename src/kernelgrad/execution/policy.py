@@ -115,8 +115,9 @@ class Policy:
     #: one matrix product and one exp (RBF, float64, hot sizes, interleaved medians of 60):
     #: symmetric over the default program 1.43, 1.26, 1.00 and 0.89 at n = 512, 768, 1000 and
     #: 1500 in d = 3, 1.10 and 0.78 at 1000 and 1500 in d = 5; 0.57 at 4096 in d = 3. In
-    #: d = 2 the default's fused expansion holds out longer (1.23 at 4096, 0.80 at 8192), so
-    #: there the general threshold above stands.
+    #: d = 2 the symmetric blocks lost to the factorised unsymmetric tiles (22.6 against
+    #: 14.1 ms at 4096, 404 against 305 at 20,000; 73 against 84 at 8192), so an RBF in
+    #: d = 2 never takes them.
     symmetric_gaussian_min_points: int = 1536
     #: ``stein.ksd_test`` multiplies the Stein tiles by at most this many (point, draw)
     #: entries of bootstrap signs per pass (128 MB of float64 for the pass's output).

@@ -29,7 +29,9 @@ Everything here rests on one primitive, :func:`tiled_row_reduce`. Its contract:
 
 On top of it sit :func:`grad_sum` and :func:`gram_matvec` for every kernel and method (each
 tile is the dense path's own rule, :mod:`kernelgrad.derivatives.rules` or
-:mod:`kernelgrad.derivatives.autodiff`, on its block): the ``tiled`` entries of their ops
+:mod:`kernelgrad.derivatives.autodiff`, on its block; method ``"gaussian"``, which the engine
+picks for an RBF on centred host points, tiles :mod:`kernelgrad.execution.gaussian`'s
+factorisation): the ``tiled`` entries of their ops
 (:mod:`kernelgrad.execution.ops`), which the engine runs above the policy's ``tiled_min_pairs``
 (:mod:`kernelgrad.execution.policy`) through :mod:`kernelgrad.execution.sharding`.
 """
@@ -41,7 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..derivatives import autodiff, hessian, rules, terms
-from . import padding, policy
+from . import gaussian, padding, policy
 from .inputs import library_numpy
 
 #: Blocks are rounded to a multiple of this many rows/columns (vector-register friendly).
@@ -123,6 +125,11 @@ def tiled_row_reduce(
 # ----------------------------------------------------------------------------- tile functions
 
 
+def _gaussian_tile(ZX, ZY, R):
+    """exp(Z_X Z_Y^T) @ R: :mod:`kernelgrad.execution.gaussian`'s one product and one exp."""
+    return terms.matmul(jnp, jnp.exp(terms.matmul(jnp, ZX, ZY.T)), R)
+
+
 @library_numpy
 def grad_sum(kernel, X, Y, w, *, method: str = "closed", row_block=None, col_block=None):
     """G[i, a] = sum_j w_j d k(x_i, y_j) / d x_ia, tiled: (n, d). Traceable (call under jit).
@@ -134,6 +141,10 @@ def grad_sum(kernel, X, Y, w, *, method: str = "closed", row_block=None, col_blo
         row_block, col_block: block shape, see :func:`tiled_row_reduce`.
     """
     blocks = {"row_block": row_block, "col_block": col_block}
+    if method == "gaussian":
+        ZX, ZY, cX, RY, aX, coefficient = gaussian.parts(kernel, X, Y, w, centre=False)
+        S = tiled_row_reduce(_gaussian_tile, ZX, ZY, RY, **blocks)
+        return coefficient * aX[:, None] * (cX * S[:, :1] - S[:, 1:])
     if method == "closed":
         # Each tile is the dense rule on its block, finished: the matmul form's two terms,
         # which cancel, are centred on the tile's own columns rather than on all of Y.
@@ -152,6 +163,13 @@ def grad_sum(kernel, X, Y, w, *, method: str = "closed", row_block=None, col_blo
 @library_numpy
 def gram_matvec(kernel, X, Y, W, *, method: str = "closed", row_block=None, col_block=None):
     """K @ W for W of shape (m, p), tiled: (n, p). Traceable (call under jit)."""
+    if method == "gaussian":  # K = v a_X a_Y^T (.) exp(Z_X Z_Y^T)
+        unit = jnp.ones(Y.shape[0], Y.dtype)
+        ZX, ZY, _, RY, aX, _ = gaussian.parts(kernel, X, Y, unit, centre=False)
+        S = tiled_row_reduce(
+            _gaussian_tile, ZX, ZY, RY[:, :1] * W, row_block=row_block, col_block=col_block
+        )
+        return jnp.asarray(kernel.variance, X.dtype) * aX[:, None] * S
     if method == "closed":
 
         def tile_fn(Xb, Yb, Wb):

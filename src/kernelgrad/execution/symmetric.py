@@ -29,17 +29,20 @@ from .inputs import library_numpy
 
 
 def applies(kernel, X) -> bool:
-    """Whether the engine should use the symmetric path for the concrete points ``X`` (n, d):
-    in d > 1 only (in d = 1 the unsymmetric program is one fused loop that XLA:CPU runs
-    faster than these blocks), from the policy's ``symmetric_min_points``, or in d >= 3
-    from its ``symmetric_gaussian_min_points`` where the Gaussian factorisation applies."""
+    """Whether the engine should use the symmetric path for the concrete points ``X`` (n, d).
+
+    Never in d = 1, where the unsymmetric program is one fused loop that XLA:CPU runs faster
+    than these blocks. Where :mod:`kernelgrad.execution.gaussian`'s factorisation applies,
+    in d >= 3 from the policy's ``symmetric_gaussian_min_points`` (in d = 2 its unsymmetric
+    tiles are as fast); otherwise from its ``symmetric_min_points``.
+    """
     n, d = X.shape
     if d == 1:
         return False
     chosen = policy.current()
-    if n >= chosen.symmetric_min_points:
-        return True
-    return d >= 3 and n >= chosen.symmetric_gaussian_min_points and gaussian.factorises(kernel, X)
+    if gaussian.factorises(kernel, X):
+        return d >= 3 and n >= chosen.symmetric_gaussian_min_points
+    return n >= chosen.symmetric_min_points
 
 
 def _pairs(count: int):
