@@ -37,9 +37,9 @@ def applies(kernel, X) -> bool:
     tiles are as fast); otherwise from its ``symmetric_min_points``.
     """
     n, d = X.shape
-    if d == 1:
-        return False
     chosen = policy.current()
+    if d == 1 or n < min(chosen.symmetric_gaussian_min_points, chosen.symmetric_min_points):
+        return False  # and no O(n d) range check on small calls
     if gaussian.factorises(kernel, X):
         return d >= 3 and n >= chosen.symmetric_gaussian_min_points
     return n >= chosen.symmetric_min_points
