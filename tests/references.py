@@ -57,10 +57,11 @@ def pairwise_jacobian(kernel, X, Y) -> np.ndarray:
         return np.asarray(jax.vmap(lambda x: jax.vmap(lambda y: pair_grad(x, y))(Y))(X))
 
 
-def rbf_closed_form(X, Y, weights, variance: float, lengthscale: float):
+def rbf_closed_form(X, Y, weights, variance: float, lengthscale):
     """RBF values, input Jacobian and weighted grad map written out in NumPy float64.
 
-    k(x, y) = v exp(-|x - y|^2 / (2 l^2)). By the chain rule,
+    k(x, y) = v exp(-|x - y|^2 / (2 l^2)), with ``lengthscale`` a scalar or one per
+    dimension (ARD: each term of |x - y|^2 over its own l^2). By the chain rule,
         dk/dx = v exp(-|x - y|^2 / (2 l^2)) * d/dx(-|x - y|^2 / (2 l^2))
               = -v (x - y) / l^2 * exp(-|x - y|^2 / (2 l^2)),
     so J[i, j] = -(x_i - y_j) K[i, j] / l^2 and G[i] = sum_j w_j J[i, j].
@@ -72,8 +73,9 @@ def rbf_closed_form(X, Y, weights, variance: float, lengthscale: float):
     Y = np.asarray(Y, np.float64)
     w = np.asarray(weights, np.float64)
     diff = X[:, None, :] - Y[None, :, :]  # (n, m, d)
-    K = variance * np.exp(-np.sum(diff**2, axis=-1) / (2.0 * lengthscale**2))  # (n, m)
-    J = -diff / lengthscale**2 * K[:, :, None]  # (n, m, d)
+    inverse_sq = 1.0 / np.asarray(lengthscale, np.float64) ** 2  # () or (d,)
+    K = variance * np.exp(-0.5 * np.sum(diff**2 * inverse_sq, axis=-1))  # (n, m)
+    J = -diff * inverse_sq * K[:, :, None]  # (n, m, d)
     G = np.einsum("ijd,j->id", J, w)  # (n, d)
     return K, J, G
 

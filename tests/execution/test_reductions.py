@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from kernel_table import BY_ID, sample_points, select
-from references import max_relative_error, pairwise_jacobian
+from references import max_relative_error, pairwise_jacobian, rbf_closed_form
 
 import kernelgrad as kg
 from kernelgrad.execution import ops, padding, reductions, sharding
@@ -249,13 +249,10 @@ def test_gpu_scale_pallas_kernel_pads_columns_to_a_power_of_two(rng):
     assert max_relative_error(got, expected) <= 1e-6
 
 
-def _brute_rbf(kernel, X, Y):
-    """(k, d/dx k) of an RBF from the textbook formula in float64 NumPy: (n, m), (n, m, d)."""
-    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
-    inverse_sq = np.broadcast_to(1.0 / np.asarray(kernel.lengthscale, np.float64) ** 2, X.shape[1])
-    diff = X[:, None, :] - Y[None, :, :]
-    k = float(kernel.variance) * np.exp(-0.5 * np.sum(diff**2 * inverse_sq, axis=-1))
-    return k, -k[..., None] * diff * inverse_sq
+def _textbook(kernel, X, Y, w):
+    """(K, the weighted grad map) of an RBF from the textbook formula."""
+    K, _, G = rbf_closed_form(X, Y, w, float(kernel.variance), kernel.lengthscale)
+    return K, G
 
 
 @pytest.mark.parametrize("devices", [1, None], ids=["one-device", "four-devices"])
@@ -280,13 +277,13 @@ def test_an_rbf_runs_factorised_tiles_and_matches_the_textbook_formula(
     plane = kg.RBF(variance=1.7, lengthscale=np.array([0.6, 1.0]))
     same = kg.grad_sum(plane, X[:, :2], weights=w[:1].repeat(300))  # Y = X, d = 2: tiled
     assert methods == ["gaussian"] * 3
-    k, dk = _brute_rbf(kernel, X, Y)
-    _, dk2 = _brute_rbf(plane, X[:, :2], X[:, :2])
+    k, grad_map = _textbook(kernel, X, Y, w)
+    _, plane_map = _textbook(plane, X[:, :2], X[:, :2], np.full(300, w[0], np.float64))
     tol = 1e-12 if dtype == np.float64 else 2e-5
     for out, brute in [
-        (g, np.einsum("ijd,j->id", dk, w)),
+        (g, grad_map),
         (kw, k @ W),
-        (same, np.einsum("ijd,j->id", dk2, np.full(300, w[0], np.float64))),
+        (same, plane_map),
     ]:
         assert out.dtype == dtype
         np.testing.assert_allclose(out, brute, rtol=0, atol=tol * np.max(np.abs(brute)))
@@ -307,6 +304,5 @@ def test_points_out_of_the_factorisations_range_take_the_closed_tiles(
     policy_with(tiled_min_pairs=1000)
     g = kg.grad_sum(kg.RBF(), X, Y, w)
     assert methods == ["closed"] and np.all(np.isfinite(g))
-    _, dk = _brute_rbf(kg.RBF(), X, Y)
-    brute = np.einsum("ijd,j->id", dk, w)
+    _, brute = _textbook(kg.RBF(), X, Y, w)
     np.testing.assert_allclose(g, brute, rtol=0, atol=1e-12 * np.max(np.abs(brute)))
