@@ -69,7 +69,7 @@ def factorises(kernel, X, Y=None) -> bool:
     limit = MAX_HALF_SQ_NORM * np.log(np.finfo(X.dtype).max)
     return all(
         0.5 * np.max(np.sum(np.square((P - centre) * root), axis=1), initial=0.0) <= limit
-        for P in (X, Y)
+        for P in ((X,) if Y is X else (X, Y))
     )
 
 
@@ -82,21 +82,24 @@ def centred(X, Y):
     return cX, cX if Y is X else Y - centre
 
 
+def scaled(kernel, c):
+    """(Z, a) for centred points c: Z = c / lengthscale and a = exp(-|Z|^2 / 2)."""
+    Z = c * jnp.sqrt(kernel.inverse_sq_scale(jnp, c.dtype))
+    return Z, jnp.exp(-0.5 * jnp.sum(Z * Z, axis=1))
+
+
 def parts(kernel, X, Y, w, *, centre: bool = True):
     """(Z_X, Z_Y, c_X, R_Y, a_X, coefficient): the factorisation's pieces, with ``R_Y`` =
     [u, u c_Y] (m, d + 1) and u = a_Y w. The grad map is ``coefficient * a_X * (c_X S[:, :1]
     - S[:, 1:])`` with S = exp(Z_X Z_Y^T) R_Y. ``centre=False`` takes X and Y as already
     centred (:func:`centred`)."""
     cX, cY = terms.centre(jnp, X, Y) if centre else (X, Y)
-    inverse_sq = kernel.inverse_sq_scale(jnp, X.dtype)
-    root = jnp.sqrt(inverse_sq)
-    ZX, ZY = cX * root, cY * root
-    aX = jnp.exp(-0.5 * jnp.sum(ZX * ZX, axis=1))
-    u = jnp.exp(-0.5 * jnp.sum(ZY * ZY, axis=1)) * w
+    (ZX, aX), (ZY, aY) = scaled(kernel, cX), scaled(kernel, cY)
+    u = aY * w
     RY = jnp.concatenate([u[:, None], u[:, None] * cY], 1)
     # dk/dx_i = -v W (x_i - y_j) exp(-s_ij / 2).
-    coefficient = -jnp.asarray(kernel.variance, X.dtype) * inverse_sq
+    coefficient = -jnp.asarray(kernel.variance, X.dtype) * kernel.inverse_sq_scale(jnp, X.dtype)
     return ZX, ZY, cX, RY, aX, coefficient
 
 
-__all__ = ["MAX_HALF_SQ_NORM", "centred", "factorises", "parts"]
+__all__ = ["MAX_HALF_SQ_NORM", "centred", "factorises", "parts", "scaled"]

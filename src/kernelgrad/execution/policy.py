@@ -111,7 +111,7 @@ class Policy:
     #: unsymmetric program stays faster, 1.08-1.12).
     symmetric_min_points: int = 4096
     #: The same in d >= 3 for a Gaussian profile (RBF) within range of the factorisation
-    #: a_i a_j exp(z_i . z_j) (:mod:`kernelgrad.execution.symmetric`), which cuts a block to
+    #: a_i a_j exp(z_i . z_j) (:mod:`kernelgrad.execution.gaussian`), which cuts a block to
     #: one matrix product and one exp (RBF, float64, hot sizes, interleaved medians of 60):
     #: symmetric over the default program 1.43, 1.26, 1.00 and 0.89 at n = 512, 768, 1000 and
     #: 1500 in d = 3, 1.10 and 0.78 at 1000 and 1500 in d = 5; 0.57 at 4096 in d = 3. In

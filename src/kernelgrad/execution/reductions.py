@@ -163,11 +163,10 @@ def grad_sum(kernel, X, Y, w, *, method: str = "closed", row_block=None, col_blo
 @library_numpy
 def gram_matvec(kernel, X, Y, W, *, method: str = "closed", row_block=None, col_block=None):
     """K @ W for W of shape (m, p), tiled: (n, p). Traceable (call under jit)."""
-    if method == "gaussian":  # K = v a_X a_Y^T (.) exp(Z_X Z_Y^T)
-        unit = jnp.ones(Y.shape[0], Y.dtype)
-        ZX, ZY, _, RY, aX, _ = gaussian.parts(kernel, X, Y, unit, centre=False)
+    if method == "gaussian":  # K = v a_X a_Y^T (.) exp(Z_X Z_Y^T), X and Y centred
+        (ZX, aX), (ZY, aY) = gaussian.scaled(kernel, X), gaussian.scaled(kernel, Y)
         S = tiled_row_reduce(
-            _gaussian_tile, ZX, ZY, RY[:, :1] * W, row_block=row_block, col_block=col_block
+            _gaussian_tile, ZX, ZY, aY[:, None] * W, row_block=row_block, col_block=col_block
         )
         return jnp.asarray(kernel.variance, X.dtype) * aX[:, None] * S
     if method == "closed":

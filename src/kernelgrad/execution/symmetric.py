@@ -45,16 +45,26 @@ def applies(kernel, X) -> bool:
     return n >= chosen.symmetric_min_points
 
 
-def _pairs(count: int):
-    """The (I, J) block pairs with I <= J, as two index vectors for a scan."""
-    rows, cols = np.triu_indices(count)
-    return jnp.asarray(rows), jnp.asarray(cols)
+def _scan_block_pairs(block_sums, n: int, d: int, dtype, block: int):
+    """sum over the block pairs (I, J), I <= J, of ``block_sums(I, J) -> (to_I, to_J)``,
+    each added to its rows of an (n, d) result: to_I holds rows I's sums over columns J,
+    to_J rows J's over columns I."""
 
+    def add(G, rows, start):
+        return lax.dynamic_update_slice_in_dim(
+            G, lax.dynamic_slice_in_dim(G, start, block) + rows, start, 0
+        )
 
-def _add_block(G, rows, start):
-    return lax.dynamic_update_slice_in_dim(
-        G, lax.dynamic_slice_in_dim(G, start, rows.shape[0]) + rows, start, 0
-    )
+    def accumulate(G, pair):
+        I, J = pair
+        to_I, to_J = block_sums(I, J)
+        # A diagonal block already holds both halves of its own pairs.
+        to_J = jnp.where(I == J, 0.0, 1.0) * to_J
+        return add(add(G, to_I, I * block), to_J, J * block), None
+
+    rows, cols = np.triu_indices(n // block)
+    G, _ = lax.scan(accumulate, jnp.zeros((n, d), dtype), (jnp.asarray(rows), jnp.asarray(cols)))
+    return G
 
 
 @library_numpy
@@ -66,20 +76,16 @@ def gaussian_grad_sum(kernel, X, w, block: int | None = None):
     n, d = X.shape
     Z, _, c, R, a, coefficient = gaussian.parts(kernel, X, X, w)
 
-    def accumulate(G, pair):
-        I, J = pair
+    def block_sums(I, J):
         ZI, ZJ = (lax.dynamic_slice_in_dim(Z, K * block, block) for K in (I, J))
         cI, cJ = (lax.dynamic_slice_in_dim(c, K * block, block) for K in (I, J))
         RI, RJ = (lax.dynamic_slice_in_dim(R, K * block, block) for K in (I, J))
         F = jnp.exp(terms.matmul(jnp, ZI, ZJ.T))
         right = terms.matmul(jnp, F, RJ)  # sum_j F_ij [u_j, u_j c_j]
         left = terms.matmul(jnp, RI.T, F).T  # sum_i F_ij [u_i, u_i c_i]
-        to_I = cI * right[:, :1] - right[:, 1:]
-        # A diagonal block already holds both halves of its own pairs.
-        to_J = jnp.where(I == J, 0.0, 1.0) * (cJ * left[:, :1] - left[:, 1:])
-        return _add_block(_add_block(G, to_I, I * block), to_J, J * block), None
+        return cI * right[:, :1] - right[:, 1:], cJ * left[:, :1] - left[:, 1:]
 
-    G, _ = lax.scan(accumulate, jnp.zeros((n, d), X.dtype), _pairs(n // block))
+    G = _scan_block_pairs(block_sums, n, d, X.dtype, block)
     return coefficient * a[:, None] * G
 
 
@@ -95,11 +101,9 @@ def grad_sum(kernel, X, w, block: int | None = None):
     """
     block = block or policy.current().symmetric_block
     n, d = X.shape
-    count = n // block
     Xc, _ = terms.centre(jnp, X, X)
 
-    def accumulate(G, pair):
-        I, J = pair
+    def block_sums(I, J):
         XI = lax.dynamic_slice_in_dim(X, I * block, block)
         XJ = lax.dynamic_slice_in_dim(X, J * block, block)
         cI = lax.dynamic_slice_in_dim(Xc, I * block, block)
@@ -129,12 +133,9 @@ def grad_sum(kernel, X, w, block: int | None = None):
             ).T
             to_I = to_I + term.field.scale * (aI * right[:, :1] - right[:, 1:])
             to_J = to_J + term.field.scale * (aJ * left[:, :1] - left[:, 1:])
-        # A diagonal block already holds both halves of its own pairs.
-        to_J = jnp.where(I == J, 0.0, 1.0) * to_J
-        return _add_block(_add_block(G, to_I, I * block), to_J, J * block), None
+        return to_I, to_J
 
-    G, _ = lax.scan(accumulate, jnp.zeros((n, d), X.dtype), _pairs(count))
-    return G
+    return _scan_block_pairs(block_sums, n, d, X.dtype, block)
 
 
 @compile_cache.jit(static_argnames=("block", "factorised"))

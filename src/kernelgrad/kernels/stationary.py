@@ -59,9 +59,8 @@ class AbstractStationaryKernel(AbstractKernel):
     #: Whether the lengthscale scales the distance (Periodic's scales its sine instead).
     lengthscale_scales_distance: ClassVar[bool] = True
 
-    #: Whether f(s) = exp(-s / 2), so that k(x, y) factors as a(x) a(y) exp(z_x . z_y) with
-    #: z = x / lengthscale and a = variance^(1/2) exp(-|z|^2 / 2) (used by
-    #: :mod:`kernelgrad.execution.symmetric`).
+    #: Whether f(s) = exp(-s / 2), so that exp(-s / 2) factors as a(x) a(y) exp(z_x . z_y)
+    #: with z = x / lengthscale and a = exp(-|z|^2 / 2) (:mod:`kernelgrad.execution.gaussian`).
     gaussian_profile: ClassVar[bool] = False
 
     def profile_params(self, xp, dtype) -> tuple:
