@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .execution import eager, engine, memory, sharding
+from .execution import eager, engine, memory, repeat, sharding
 from .execution.inputs import MODES, Problem, prepare, resolve_method
 
 #: What a transform returns: a NumPy array for NumPy input, a JAX array for JAX input.
@@ -62,12 +62,16 @@ def gram(k, X, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Floa
         fast = eager.gram(k, X, Y, check_finite)
         if fast is not None:
             return fast
+    again = repeat.call("gram", k, mode, check_finite, X, Y)
+    if again is not None:
+        return again
     p = prepare(k, X, Y, check_finite=check_finite)
     method = resolve_method("gram", p, mode)
     if p.n == 0 or p.m == 0:
         return _empty(p, (p.n, p.m))
     memory.check_dense("gram", (p.n, p.m), p.dtype, p.X)
-    return engine.run("gram", method, p)
+    remember = repeat.recorder("gram", k, mode, check_finite, X, Y)
+    return engine.run("gram", method, p, remember=remember)
 
 
 def jacobian(
@@ -82,12 +86,16 @@ def jacobian(
         >>> kg.jacobian(kg.RBF(), np.zeros((4, 3)), np.ones((5, 3))).shape
         (4, 5, 3)
     """
+    again = repeat.call("jacobian", k, mode, check_finite, X, Y)
+    if again is not None:
+        return again
     p = prepare(k, X, Y, check_finite=check_finite)
     method = resolve_method("jacobian", p, mode)
     if p.n == 0 or p.m == 0:
         return _empty(p, (p.n, p.m, p.d), squeeze=True)
     memory.check_dense("jacobian", (p.n, p.m, p.d), p.dtype, p.X)
-    return engine.run("jacobian", method, p, finish=_squeezer(p))
+    remember = repeat.recorder("jacobian", k, mode, check_finite, X, Y)
+    return engine.run("jacobian", method, p, finish=_squeezer(p), remember=remember)
 
 
 def grad(
@@ -108,12 +116,16 @@ def grad(
         fast = eager.grad(k, x, Y, check_finite)
         if fast is not None:
             return fast
+    again = repeat.call("grad", k, mode, check_finite, x, Y)
+    if again is not None:
+        return again
     p = prepare(k, x, Y, single=True, check_finite=check_finite)
     method = resolve_method("jacobian", p, mode)
     if p.m == 0:
         return _empty(p, (p.m, p.d), squeeze=True)
     first_row = (lambda J: J[0, :, 0]) if p.squeeze else (lambda J: J[0])
-    return engine.run("jacobian", method, p, finish=first_row)
+    remember = repeat.recorder("grad", k, mode, check_finite, x, Y)
+    return engine.run("jacobian", method, p, finish=first_row, remember=remember)
 
 
 def grad_sum(
@@ -144,13 +156,17 @@ def grad_sum(
         fast = eager.grad_sum(k, X, Y, weights, check_finite)
         if fast is not None:
             return fast
+    again = repeat.call("grad_sum", k, mode, check_finite, X, Y, weights)
+    if again is not None:
+        return again
     p = prepare(k, X, Y, weights, check_finite=check_finite)
     method = resolve_method("grad_sum", p, mode)
     if p.n == 0 or p.m == 0:  # an empty sum over j is 0
         return _empty(p, (p.n, p.d), squeeze=True)
     # weights=None stays None: unpadded programs then skip a multiply per pair, and the
     # engine puts in unit weights wherever padding or blocking needs them.
-    return engine.run("grad_sum", method, p, finish=_squeezer(p))
+    remember = repeat.recorder("grad_sum", k, mode, check_finite, X, Y, weights)
+    return engine.run("grad_sum", method, p, finish=_squeezer(p), remember=remember)
 
 
 def gram_matvec(

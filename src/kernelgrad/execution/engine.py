@@ -82,7 +82,8 @@ def _parts(kernel) -> tuple:
 
 
 def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = False):
-    """``_compiled``'s program for these arguments, compiled ahead of time and kept.
+    """``_compiled``'s program for these arguments, compiled ahead of time and kept, as a
+    call ``(X, Y, W)`` with the kernel's leaves bound (Y = None: Y is X).
 
     Calling the compiled executable directly skips, on every call, what only compiling
     needs: the cache scope, the x64 and rank-promotion contexts, and re-flattening the
@@ -113,10 +114,14 @@ def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = Fal
                 exe = jax.jit(program).lower(leaves, X, Y, W).compile()
         _remember(executables, key, exe)
     if X.dtype == np.float64:
-        # The executable checks its float64 arguments against the x64 mode of the call.
-        with jax.enable_x64(True):
-            return exe(leaves, X, Y, W)
-    return exe(leaves, X, Y, W)
+
+        def program(X, Y, W):
+            # The executable checks its float64 arguments against the x64 mode of the call.
+            with jax.enable_x64(True):
+                return exe(leaves, X, Y, W)
+
+        return program
+    return lambda X, Y, W: exe(leaves, X, Y, W)
 
 
 #: XLA option that turns off XLA:CPU's YNNPACK fusions for one program.
@@ -225,16 +230,17 @@ def _tiled_min_pairs(op: str, method: str, p: Problem) -> int:
     return chosen.tiled_min_pairs
 
 
-def _padded(op: str, method: str, p: Problem):
+def _padded(op: str, method: str, p: Problem, remember=None):
     """The XLA result for ``p``, possibly with padded rows (and columns) still on it.
 
     Returns (result, cropped): whether the result already has exactly n (and m) rows.
+    ``remember`` as for :func:`_dense`.
     """
     how = route(op, method, p)
     hot = _count_call(op, method, p)
     if how == "dense":
         # Host problems need no context here: see _executable.
-        return _dense(op, method, p, hot), False
+        return _dense(op, method, p, hot, remember), False
     # The rules broadcast NumPy-style ((n, d) against (d,)); a user's strict
     # jax_numpy_rank_promotion is about their code, not ours. Host problems (NumPy) get
     # their float64 from a local x64 context.
@@ -291,9 +297,13 @@ def _count_call(op: str, method: str, p: Problem, *, count: bool = True) -> bool
     return _remember(_calls_per_size, key, _calls_per_size.pop(key, 0) + 1) >= hot
 
 
-def _dense(op: str, method: str, p: Problem, hot: bool):
+def _dense(op: str, method: str, p: Problem, hot: bool, remember=None):
     """One program for the whole problem: on points padded to size buckets, or, once the
-    size is ``hot``, on the exact points in a program specialised to the kernel's values."""
+    size is ``hot``, on the exact points in a program specialised to the kernel's values.
+
+    A hot host problem hands that program to ``remember(program)``, if given: the caller's
+    later calls of the same layout can then go to it directly (:mod:`.repeat`).
+    """
     N, M = _sizes(p, hot)
     if not hot:
         # Padded columns must carry weight 0; and a bucket's program takes weights whether
@@ -303,7 +313,10 @@ def _dense(op: str, method: str, p: Problem, hot: bool):
     Y = X if p.same else padding.pad_rows(p.Y, M, True)
     W = None if p.W is None else padding.pad_rows(p.W, M, False)
     if not p.is_jax:
-        return _executable(op, method, p.kernel, X, Y, W, specialise=hot)
+        program = _executable(op, method, p.kernel, X, Y, W, specialise=hot)
+        if hot and remember is not None:
+            remember(program)
+        return program(X, None if Y is X else Y, W)
     with jax.numpy_rank_promotion("allow"):
         return _compiled(p.kernel, X, None if p.same else Y, W, op=op, method=method)
 
@@ -333,12 +346,13 @@ def _on_host(p: Problem) -> bool:
     return True
 
 
-def run(op: str, method: str, p: Problem, finish=None):
+def run(op: str, method: str, p: Problem, finish=None, remember=None):
     """Compute ``op`` by ``method`` on a validated problem, in the caller's array type.
 
     ``finish`` (indexing only: a squeeze, a row) is applied to the cropped result before
     it is handed back, so that for host-resident problems it is a NumPy view, not a JAX
-    dispatch.
+    dispatch. ``remember`` (from :func:`.repeat.recorder`) is called with
+    ``(program, p, finish)`` when a NumPy caller's problem runs in a hot exact-size program.
     """
     if not _on_host(p):
         out, cropped = _padded(op, method, p)
@@ -353,7 +367,10 @@ def run(op: str, method: str, p: Problem, finish=None):
     if not caller_is_jax and _runs_eagerly(op, method, p):
         out = _namespace_call(op, method, p.kernel, np, p.X, p.Y, _weighted(op, p).W)
     else:
-        padded, _ = _padded(op, method, p)
+        keep = None
+        if remember is not None and not caller_is_jax:
+            keep = lambda program: remember(program, p, finish)  # noqa: E731
+        padded, _ = _padded(op, method, p, keep)
         out = _crop(np.asarray(padded), op, p)
     out = out if finish is None else finish(out)
     # A JAX caller gets a JAX array, transferred once (jnp.asarray would compile per shape).

@@ -16,6 +16,11 @@ class IdentityCache:
         self._entries: dict[int, tuple] = {}
         self._size = size
 
+    def peek(self, obj):
+        """The value kept for ``obj``, or None: nothing is worked out."""
+        hit = self._entries.get(id(obj))
+        return hit[1] if hit is not None and hit[0] is obj else None
+
     def get(self, obj, compute, *, keep=lambda value: True):
         """``compute(obj)``, worked out once per object; not kept where ``keep`` says no."""
         hit = self._entries.get(id(obj))
