@@ -280,3 +280,22 @@ def test_without_jaxs_private_settings_the_cache_is_off_and_transforms_work(tmp_
     np.testing.assert_allclose(
         kg.grad_sum(kg.RBF(), X), kg.grad_sum(kg.RBF(), X, mode="forward"), rtol=0, atol=1e-12
     )
+
+
+@pytest.mark.parametrize("n", [100, 1600])  # a dense program, and tiles (1600^2 pairs)
+@pytest.mark.parametrize("mode", ["forward", "closed"])
+def test_points_closed_over_in_a_users_jit(n, mode, rng, policy_with):
+    """Host points captured as constants of the caller's jit: kernelgrad's jitted routes are
+    then staged into that trace (so compile options, which JAX allows on top-level programs
+    only, are left out), and the result is the caller's traced value, equal to a direct call."""
+    policy_with(tiled_min_pairs=1500 * 1500)
+    k = kg.RBF() if mode == "closed" else kg.kernel(_rbf_pair)
+    X = rng.normal(size=(n, 2))
+    direct = kg.grad_sum(k, X, mode=mode)
+    with jax.enable_x64(True):
+        inside = jax.jit(lambda: kg.grad_sum(k, X, mode=mode))()
+    assert max_relative_error(np.asarray(inside), direct) < 1e-12
+
+
+def _rbf_pair(x, y):
+    return jnp.exp(-0.5 * jnp.sum((x - y) ** 2))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import jax
 
-from . import policy
+from . import policy, xla_options
 from .identity import IdentityCache
 
 
@@ -127,14 +127,15 @@ def jit(fun=None, **options):
     Calls compile (or load) inside :func:`scope`, are traced anew under each
     :mod:`kernelgrad.execution.policy`, and trace with NumPy-style rank promotion allowed: the rules
     broadcast (n, d) against (d,) on purpose, and a user's strict
-    ``jax_numpy_rank_promotion`` is about their code, not ours.
+    ``jax_numpy_rank_promotion`` is about their code, not ours. A call with a static
+    ``method`` compiles with that method's options (:func:`.xla_options.for_method`).
     """
     if fun is None:
         return functools.partial(jit, **options)
     # One traced function per policy: a program traced under one policy's blocks or
     # thresholds is never reused under another's. JAX keys its trace cache on the function
-    # object, so each policy gets a wrapper of its own. Looked up by identity, which costs
-    # far less than hashing the policy on every call.
+    # object, so each policy gets a wrapper of its own (and one per set of compiler
+    # options). Looked up by identity, which costs far less than hashing on every call.
     per_policy = IdentityCache()
 
     def jit_under(chosen):
@@ -142,19 +143,37 @@ def jit(fun=None, **options):
         def under_this_policy(*args, **kwargs):
             return fun(*args, **kwargs)
 
-        return jax.jit(under_this_policy, **options)
+        plain = jax.jit(under_this_policy, **options)
+        tuned = jax.jit(under_this_policy, **options, compiler_options=xla_options.NO_YNN)
+        return plain, tuned
 
-    def jitted_for(chosen):
-        return per_policy.get(chosen, jit_under)
+    def jitted_for(chosen, args, kwargs):
+        plain, tuned = per_policy.get(chosen, jit_under)
+        if xla_options.for_method(kwargs.get("method")) is None:
+            return plain
+        # Options belong to a top-level program: inside a caller's trace, theirs compiles.
+        traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(args))
+        return plain if traced else tuned
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
         with scope(), jax.numpy_rank_promotion("allow"):
-            return jitted_for(policy.current())(*args, **kwargs)
+            jitted = jitted_for(policy.current(), args, kwargs)
+            try:
+                return jitted(*args, **kwargs)
+            except ValueError as err:
+                # Concrete arguments inside a caller's jit (closed-over constants) are
+                # traced too, and JAX refuses options there: the caller's options apply.
+                if jitted is plain_for(policy.current()) or "compiler_options" not in str(err):
+                    raise
+                return plain_for(policy.current())(*args, **kwargs)
+
+    def plain_for(chosen):
+        return per_policy.get(chosen, jit_under)[0]
 
     def lower(*args, **kwargs):
         with jax.numpy_rank_promotion("allow"):
-            return jitted_for(policy.current()).lower(*args, **kwargs)
+            return jitted_for(policy.current(), args, kwargs).lower(*args, **kwargs)
 
     call.lower = lower
     return call

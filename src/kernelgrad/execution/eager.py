@@ -96,6 +96,9 @@ def _as_2d(X, dtype):
 def _pairs(k, X, Y, w, max_work: int, check_finite: bool):
     """(constants, X2, Y2, one_dim) for an eager pairwise call, or None if it does not apply
     (also when ``check_finite`` finds a NaN or inf: the general path names it)."""
+    # Only stationary kernels qualify (:func:`_fold`): pair functions leave here at once.
+    if not isinstance(k, K.AbstractStationaryKernel):
+        return None
     if type(X) is not np.ndarray or X.dtype not in _DTYPES:
         return None
     found = _as_2d(X, X.dtype)
@@ -128,6 +131,8 @@ def _one_point(k, x, Y, check_finite: bool):
     distances (which are not finite whenever a point is not), at a third of the cost.
     """
     # Cheapest checks first: this function's whole budget is about a microsecond.
+    if not isinstance(k, K.AbstractStationaryKernel):
+        return None
     if type(Y) is not np.ndarray or not 0 < Y.shape[0] <= policy.current().lean_grad_max_points:
         return None
     dtype = Y.dtype

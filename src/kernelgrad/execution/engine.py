@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..derivatives import rules
-from . import compile_cache, gaussian, ops, padding, policy, sharding, symmetric
+from . import compile_cache, gaussian, ops, padding, policy, sharding, symmetric, xla_options
 from .identity import IdentityCache
 from .inputs import Problem, facts, local_x64
 
@@ -111,7 +111,8 @@ def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = Fal
                 fixed = jax.jit(lambda X, Y, W: program(leaves, X, Y, W)).lower(X, Y, W)
                 exe = _without_leaves(_faster(fixed, (X, Y, W)))
             else:
-                exe = jax.jit(program).lower(leaves, X, Y, W).compile()
+                lowered = jax.jit(program).lower(leaves, X, Y, W)
+                exe = lowered.compile(compiler_options=xla_options.for_method(method))
         _remember(executables, key, exe)
     if X.dtype == np.float64:
 
@@ -124,17 +125,12 @@ def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = Fal
     return lambda X, Y, W: exe(leaves, X, Y, W)
 
 
-#: XLA option that turns off XLA:CPU's YNNPACK fusions for one program.
-_NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
 def _faster(lowered, args):
     """The faster of ``lowered`` compiled with and without XLA:CPU's YNNPACK fusions.
 
-    Those fusions make most closed forms 1.5-3x faster (the expansion's matrix product, f'
-    and the sum over j in one tiled kernel), but made a forward-mode grad map 7x slower
-    (100 points, 319 against 44 us). Only hot programs get here, so timing both on the real
-    arguments is paid once for many calls.
+    Those fusions make most closed forms 1.5-3x faster and most pair-function programs
+    several times slower (:mod:`.xla_options`), which new sizes go by. Only hot programs
+    get here, so timing both on the real arguments is paid once for many calls.
 
     Each candidate is called once untimed (a first call sets up its fusions), then the two
     take turns, and each keeps its fastest of the policy's ``hot_timed_calls``: with two calls
@@ -144,7 +140,7 @@ def _faster(lowered, args):
     candidates = [lowered.compile()]
     if jax.default_backend() == "cpu":
         try:
-            candidates.append(lowered.compile(compiler_options=_NO_YNN))
+            candidates.append(lowered.compile(compiler_options=xla_options.NO_YNN))
         except Exception:  # an XLA without the option: keep its default
             pass
     if len(candidates) == 1:
@@ -371,6 +367,11 @@ def run(op: str, method: str, p: Problem, finish=None, remember=None):
         if remember is not None and not caller_is_jax:
             keep = lambda program: remember(program, p, finish)  # noqa: E731
         padded, _ = _padded(op, method, p, keep)
+        if isinstance(padded, jax.core.Tracer):
+            # Host points closed over inside a caller's jit: the jitted routes (tiled,
+            # symmetric) were staged into their trace, so the result is theirs to finish.
+            out = padding.crop(padded, p.n, p.m if ops.get(op).pairwise else None)
+            return out if finish is None else finish(out)
         out = _crop(np.asarray(padded), op, p)
     out = out if finish is None else finish(out)
     # A JAX caller gets a JAX array, transferred once (jnp.asarray would compile per shape).
