@@ -155,9 +155,9 @@ def _fixed_cost_rows(k, args) -> list[dict]:
         for _ in range(kg.policy.current().hot_calls + 1):
             call(pair, X)
         method = kg.explain(op, pair, X).method
-        program = functools.partial(
-            engine._executable, op, method, pair, X2, X2, None, specialise=True
-        )
+        # The engine's compiled call for this size (Y = None: Y is X), as kg's calls run it.
+        compiled = engine._executable(op, method, pair, X2, X2, None, specialise=True)
+        program = functools.partial(compiled, X2, None, None)
         t = median_times(
             {"bare program": program, "kernelgrad": lambda X=X, call=call: call(pair, X)},
             max(50, args.repeats * 10),
