@@ -273,12 +273,20 @@ def run(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> Be
     return out
 
 
+@contextlib.contextmanager
 def _no_persistent_cache():
+    """JAX's persistent cache off while the bench runs, through its public switch (read on
+    every compile), and back as it was afterwards."""
+    name = "jax_enable_compilation_cache"
+    before = jax.config.values.get(name)
+    if before is None:  # a JAX without the switch: whatever it does is recorded in machine
+        yield
+        return
+    jax.config.update(name, False)
     try:
-        from jax._src.config import enable_compilation_cache
-    except ImportError:  # a JAX without the switch: whatever it does is recorded in machine
-        return contextlib.nullcontext()
-    return enable_compilation_cache(False)
+        yield
+    finally:
+        jax.config.update(name, before)
 
 
 #: A case's peers are timed in this many interleaved rounds (A B C, A B C, ...), so that a
