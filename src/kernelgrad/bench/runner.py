@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -289,9 +290,12 @@ def _no_persistent_cache():
         jax.config.update(name, before)
 
 
-#: A case's peers are timed in this many interleaved rounds (A B C, A B C, ...), so that a
+#: A case's peers are timed in this many interleaved rounds (A B C, C A B, ...), so that a
 #: burst of load from other processes on a shared machine lands on all of them, not on one.
-ROUNDS = 3
+#: The order is shuffled every round (seeded): a call right after a peer that freed large
+#: buffers, or left XLA's workers asleep, runs slower, and a fixed order would hand that
+#: cost to the same peer every time.
+ROUNDS = 5
 
 
 @dataclass
@@ -420,8 +424,11 @@ def _steady_rounds(timed: list[_Timed], config: BenchConfig) -> None:
                 _warm_up(t, config)
         except Exception as err:  # as in _first_call
             _failed(t.result, err)
+    order = list(timed)
+    shuffle = random.Random(len(timed)).shuffle
     for k in range(1, ROUNDS + 1):
-        for t in timed:
+        shuffle(order)
+        for t in order:
             if t.result.status != "ok":
                 continue
             try:

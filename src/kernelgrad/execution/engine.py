@@ -14,7 +14,9 @@
   CPU) padding and slicing are NumPy views, a JAX caller's result is transferred once, and
   each program is compiled ahead of time and called directly (:func:`_executable`). A size
   called ``hot_calls`` times with the same hyperparameters runs unpadded, in a program
-  specialised to their values (:func:`_sizes`).
+  specialised to their values (:func:`_sizes`); a NumPy caller's later calls of that
+  layout then go to it straight from the transform (:mod:`.repeat`). Programs that trace a
+  pair function compile without XLA:CPU's YNNPACK fusions (:mod:`.xla_options`).
 
 NumPy float64 inputs run under a *local* ``jax.enable_x64`` context: float64-accurate results
 without touching the user's global JAX configuration.
