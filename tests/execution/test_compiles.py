@@ -299,3 +299,34 @@ def test_points_closed_over_in_a_users_jit(n, mode, rng, policy_with):
 
 def _rbf_pair(x, y):
     return jnp.exp(-0.5 * jnp.sum((x - y) ** 2))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
+def test_pair_function_programs_compile_without_ynnpack_fusions(rng):
+    """AD programs (a pair function) are compiled with the fusions off, closed forms with
+    XLA's defaults (:mod:`kernelgrad.execution.xla_options`), as the compiled HLO shows."""
+    from kernelgrad.execution import engine, xla_options
+
+    assert xla_options.for_method("closed") is None
+    assert xla_options.for_method("gaussian") is None
+    assert xla_options.for_method("forward") == xla_options.NO_YNN
+    X = rng.normal(size=(300, 3))  # compiled (not eager NumPy) for both kernels
+
+    def fused(compiled) -> bool:
+        return "__ynn_fusion" in compiled.as_text()
+
+    with jax.enable_x64(True):
+        for k in (kg.kernel(_rbf_pair), kg.RBF()):
+            method = kg.explain("gram", k, X).method
+            program = engine._executable("gram", method, k, X, X, None)
+            (exe,) = [
+                c.cell_contents for c in program.__closure__ if hasattr(c.cell_contents, "as_text")
+            ]
+            default = jax.jit(lambda X, k=k, method=method: kg.gram(k, X, mode=method))
+            fuses_here = fused(default.lower(jnp.asarray(X)).compile())
+            if method == "closed":
+                assert fused(exe) == fuses_here
+            else:
+                if not fuses_here:
+                    pytest.skip("this XLA:CPU fuses nothing into YNNPACK kernels")
+                assert not fused(exe)
