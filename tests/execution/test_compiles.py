@@ -297,10 +297,6 @@ def test_points_closed_over_in_a_users_jit(n, mode, rng, policy_with):
     assert max_relative_error(np.asarray(inside), direct) < 1e-12
 
 
-def _rbf_pair(x, y):
-    return jnp.exp(-0.5 * jnp.sum((x - y) ** 2))
-
-
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
 def test_pair_function_programs_compile_without_ynnpack_fusions(rng):
     """AD programs (a pair function) are compiled with the fusions off, closed forms with
