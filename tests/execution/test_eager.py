@@ -149,3 +149,59 @@ def test_hyperparameters_are_private_read_only_copies():
     np.testing.assert_array_equal(kg.gram(k, X), before)
     with pytest.raises(ValueError, match="read-only"):
         k.lengthscale[...] = 2.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_factorised_rbf_grad_map_and_its_fallback(dtype, rng):
+    """An RBF grad map in d > 1 runs as a_i a_j exp(z_i . z_j); a point too far from the
+    centre (exp would overflow) sends the call back to the difference form. Both agree
+    with the textbook formula in NumPy float64 (references.rbf_closed_form), points 1e4
+    from the origin included (the centre takes the offset out)."""
+    from references import rbf_closed_form
+
+    k = kg.RBF(variance=1.7, lengthscale=0.8)
+    c = eager._constants(k)
+    reach = {np.float32: 8.9, np.float64: 25.3}[dtype] * 0.8  # |z| = 8.9 or 25.3 lengthscales
+    near = (rng.normal(size=(60, 3)) + 1e4 * (dtype == np.float64)).astype(dtype)
+    near[7] = near[3]  # r = 0 in the sums
+    far = near.copy()
+    far[0] = far[1:].mean(axis=0) + 1.1 * reach  # past the range, as centred on the mean
+    Y = near[:45]
+    w = rng.normal(size=45).astype(dtype)
+    for X, factorised in ((near, True), (far, False)):
+        assert (eager._gaussian_grad_sum(c, X, X, None) is not None) == factorised
+        for Yi, wi in ((None, None), (Y, w)):
+            G = eager.grad_sum(k, X, Yi, wi)
+            Y64 = X if Yi is None else Yi
+            w64 = np.ones(len(Y64)) if wi is None else wi
+            expected = rbf_closed_form(X, Y64, w64, 1.7, 0.8)[2]
+            scale = max(float(np.max(np.abs(expected))), 1.0)
+            np.testing.assert_allclose(G, expected, rtol=0, atol=30 * TOL[np.dtype(dtype)] * scale)
+
+
+def test_the_factorised_rbf_grad_map_runs_eagerly_to_its_own_limit(rng):
+    """Where the policy's lean_gaussian_grad_sum_max_pairs says (d >= 3 up to the tiled
+    threshold, d = 2 up to a smaller size), and not past it; a far point at a size beyond
+    the difference form's own limit goes to the compiled program. Each gives the textbook
+    values."""
+    from references import rbf_closed_form
+
+    k = kg.RBF(lengthscale=0.9)
+    in_3d, in_2d = kg.policy.current().lean_gaussian_grad_sum_max_pairs
+    side_3d, side_2d = int(np.sqrt(in_3d)), int(np.sqrt(in_2d))
+    cases = {
+        "d=3 at the limit": (rng.normal(size=(side_3d, 3)), "eager"),
+        "d=2 at the limit": (rng.normal(size=(side_2d, 2)), "eager"),
+        "d=2 past it": (rng.normal(size=(side_2d + 1, 2)), "dense"),
+        "d=1 (difference form)": (rng.normal(size=(side_2d, 1)), "dense"),
+    }
+    far = rng.normal(size=(600, 3))
+    far[0] = 40.0  # |z| > 25 lengthscales from the centre: exp(z_i . z_j) could overflow
+    cases["far point"] = (far, "dense")
+    for name, (X, engine) in cases.items():
+        assert kg.explain("grad_sum", k, X).engine == engine, name
+        expected = rbf_closed_form(X, X, np.ones(len(X)), 1.0, 0.9)[2] if len(X) <= 600 else None
+        if expected is not None:
+            np.testing.assert_allclose(
+                kg.grad_sum(k, X), expected, rtol=0, atol=1e-12, err_msg=name
+            )

@@ -34,7 +34,7 @@ def test_default_is_the_cpu_policy_here_and_gpus_get_bigger_tiles():
 
 def test_a_policy_moves_the_engines_choice_and_is_undone_on_leaving(rng):
     X = rng.uniform(-1.0, 1.0, (300, 3))
-    k = BY_ID["rbf"].kernel
+    k = BY_ID["matern52"].kernel  # (an RBF's grad map would run eagerly at this size)
     assert kg.explain("grad_sum", k, X).engine == "dense"
     with kg.policy.use(_changed(tiled_min_pairs=1000)):
         assert kg.explain("grad_sum", k, X).engine == "tiled"
@@ -49,7 +49,9 @@ def test_a_policy_moves_the_engines_choice_and_is_undone_on_leaving(rng):
 
 def test_a_one_dimensional_closed_grad_map_stays_dense_up_to_its_own_threshold(rng, policy_with):
     # Its dense program is one fused loop with no (n, m) buffer, so it has a later threshold.
-    policy_with(tiled_min_pairs=1000, tiled_min_pairs_1d=300 * 300)
+    policy_with(
+        tiled_min_pairs=1000, tiled_min_pairs_1d=300 * 300, lean_gaussian_grad_sum_max_pairs=(0, 0)
+    )
     k = BY_ID["rbf"].kernel
     X = rng.uniform(-1.0, 1.0, 300)
     assert kg.explain("grad_sum", k, X).engine == "dense"

@@ -50,6 +50,14 @@ class Policy:
     #: 316 against 286 us at n = 300 (d = 3).
     lean_gram_max_work: int = 240_000
     lean_grad_sum_max_work: int = 120_000
+    #: An RBF's lean grad map in d > 1 is factorised, a_i a_j exp(z_i . z_j) (one matrix
+    #: product and one exp per pair: ``eager._gaussian_grad_sum``), and beats the jitted
+    #: program for longer: up to this many pairs in d >= 3, up to the tiled threshold, and
+    #: up to the second number in d = 2. Interleaved medians against kernelgrad's own
+    #: compiled call (RBF, float64, Y = X, 2 cores), factorised over compiled: d = 3 0.61,
+    #: 0.79, 0.91 and 0.82 at n = 300, 600, 1000 and 1500; d = 8 0.45-0.80; d = 2 0.71 at
+    #: n = 300, 1.22 at 600.
+    lean_gaussian_grad_sum_max_pairs: tuple[int, int] = (1536 * 1536, 400 * 400)
 
     # ------------------------------------------------------------- size buckets, hot sizes
     #: Below this many points a dense problem is padded to it.
