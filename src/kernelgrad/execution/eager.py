@@ -111,14 +111,19 @@ def _as_2d(X, dtype):
     return None
 
 
-def _pairs(k, X, Y, w, fits, check_finite: bool):
-    """(constants, X2, Y2, one_dim) for an eager pairwise call, or None if it does not apply:
-    ``fits(pairs, d)`` says whether the size is within this path's limit (:func:`_fits`); a
-    NaN or inf found by ``check_finite`` also declines (the general path names it)."""
+def _pairs(k, X, Y, w, op: str, check_finite: bool):
+    """(constants, X2, Y2, one_dim) for an eager pairwise ``op``, or None if it does not
+    apply: another kernel or input type, a size beyond :func:`_fits`, or a NaN or inf found
+    by ``check_finite`` (the general path names it)."""
     # Only stationary kernels qualify (:func:`_fold`): pair functions leave here at once.
     if not isinstance(k, K.AbstractStationaryKernel):
         return None
-    if type(X) is not np.ndarray or X.dtype not in _DTYPES:
+    if type(X) is not np.ndarray or X.dtype not in _DTYPES or X.ndim not in (1, 2):
+        return None
+    # The size next, from the raw shapes: calls of compiled sizes leave here, and before a
+    # compiled call every microsecond counts twice (see :mod:`.repeat`).
+    m = X.shape[0] if Y is None else (Y.shape[0] if type(Y) is np.ndarray and Y.ndim else 0)
+    if not _fits(op, k, X.shape[0] * m, X.shape[1] if X.ndim == 2 else 1):
         return None
     found = _as_2d(X, X.dtype)
     if found is None:
@@ -131,8 +136,6 @@ def _pairs(k, X, Y, w, fits, check_finite: bool):
         if found is None or found[1] != one_dim or found[0].shape[1] != X2.shape[1]:
             return None
         Y2 = found[0]
-    if not fits(X2.shape[0] * Y2.shape[0], X2.shape[1]):
-        return None
     if w is not None and (
         type(w) is not np.ndarray or w.dtype != X.dtype or w.shape != Y2.shape[:1]
     ):
@@ -172,7 +175,7 @@ def applies(op: str, k, X, Y=None, weights=None, check_finite: bool = True) -> b
     if op == "grad":
         return _one_point(k, X, Y, check_finite) is not None
     if op == "gram":
-        return _pairs(k, X, Y, weights, _fits(op, k), check_finite) is not None
+        return _pairs(k, X, Y, weights, op, check_finite) is not None
     if op == "grad_sum":
         return grad_sum(k, X, Y, weights, check_finite) is not None
     return False
@@ -216,7 +219,7 @@ def _profile_of_scaled(c: _Constants, scaled, derivative: bool):
 
 def gram(k, X, Y, check_finite: bool = True):
     """K[i, j] = k(x_i, y_j) as (n, m), or None when this path does not apply."""
-    found = _pairs(k, X, Y, None, _fits("gram", k), check_finite)
+    found = _pairs(k, X, Y, None, "gram", check_finite)
     if found is None:
         return None
     c, X2, Y2, one_dim = found
@@ -265,7 +268,7 @@ def _gaussian_gram(c: _Constants, X2, Y2):
 
 def grad_sum(k, X, Y, w, check_finite: bool = True):
     """G[i] = sum_j w_j d/dx_i k(x_i, y_j) as (n, d), (n,) for 1-D points; or None."""
-    found = _pairs(k, X, Y, w, _fits("grad_sum", k), check_finite)
+    found = _pairs(k, X, Y, w, "grad_sum", check_finite)
     if found is None:
         return None
     c, X2, Y2, one_dim = found
@@ -368,27 +371,17 @@ def grad(k, x, Y, check_finite: bool = True):
     return diff
 
 
-def _fits(op: str, k):
-    """``fits(pairs, d)``: whether ``op`` on that many pairs in d dimensions runs on this
-    path. Beyond the policy's lean limits (pairs times (d + 1)) one jitted XLA program, fused
-    and on every core, is faster. An RBF's grad map and Gram matrix in d > 1 are factorised
-    here (:func:`_gaussian_grad_sum`, :func:`_gaussian_gram`) and stay ahead for longer
-    (their own limits, in pairs)."""
+def _fits(op: str, k, pairs: int, d: int) -> bool:
+    """Whether ``op`` on that many pairs in d dimensions runs on this path. Beyond the
+    policy's lean limits (pairs times (d + 1)) one jitted XLA program, fused and on every
+    core, is faster. An RBF's grad map and Gram matrix in d > 1 are factorised here
+    (:func:`_gaussian_grad_sum`, :func:`_gaussian_gram`) and stay ahead for longer (their
+    own limits, in pairs)."""
     chosen = policy.current()
+    lean = chosen.lean_gram_max_work if op == "gram" else chosen.lean_grad_sum_max_work
+    if d == 1 or type(k) is not K.RBF:
+        return pairs * (d + 1) <= lean
     if op == "gram":
-        lean = chosen.lean_gram_max_work
-        if type(k) is not K.RBF:
-            return lambda pairs, d: pairs * (d + 1) <= lean
-        gaussian_max = chosen.lean_gaussian_gram_max_pairs
-        return lambda pairs, d: pairs <= gaussian_max if d > 1 else pairs * 2 <= lean
-    lean = chosen.lean_grad_sum_max_work
-    if type(k) is not K.RBF:
-        return lambda pairs, d: pairs * (d + 1) <= lean
+        return pairs <= chosen.lean_gaussian_gram_max_pairs
     in_3d, in_2d = chosen.lean_gaussian_grad_sum_max_pairs
-
-    def fits(pairs, d):
-        if d == 1:
-            return pairs * 2 <= lean
-        return pairs <= (in_3d if d >= 3 else in_2d)
-
-    return fits
+    return pairs <= (in_3d if d >= 3 else in_2d)
