@@ -205,29 +205,3 @@ def test_the_factorised_rbf_grad_map_runs_eagerly_to_its_own_limit(rng):
             np.testing.assert_allclose(
                 kg.grad_sum(k, X), expected, rtol=0, atol=1e-12, err_msg=name
             )
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_factorised_rbf_gram_is_textbook_never_above_v_and_exact_on_the_diagonal(dtype, rng):
-    """An RBF's Gram matrix in d > 1 from one product of augmented points: the textbook
-    values (references.rbf_closed_form), K <= v everywhere, K_ii = v exactly for K(X, X),
-    duplicates and points 1e4 from the origin included; to its own size limit."""
-    from references import rbf_closed_form
-
-    k = kg.RBF(variance=1.7, lengthscale=0.8)
-    offset = 1e4 if dtype == np.float64 else 0.0
-    X = (rng.normal(size=(70, 3)) + offset).astype(dtype)
-    X[7] = X[3]
-    Y = (rng.normal(size=(50, 3)) + offset).astype(dtype)
-    Y[5] = X[2]  # a duplicate across X and Y
-    for A, B in ((X, None), (X, Y)):
-        K = eager.gram(k, A, B)
-        B64 = A if B is None else B
-        expected = rbf_closed_form(A, B64, np.ones(len(B64)), 1.7, 0.8)[0]
-        assert K.dtype == dtype
-        np.testing.assert_allclose(K, expected, rtol=30 * TOL[np.dtype(dtype)], atol=0)
-        assert np.all(K <= np.asarray(1.7, dtype))
-    assert np.all(np.diag(eager.gram(k, X, None)) == np.asarray(1.7, dtype))
-    side = int(np.sqrt(kg.policy.current().lean_gaussian_gram_max_pairs))
-    assert kg.explain("gram", k, rng.normal(size=(side, 3))).engine == "eager"
-    assert kg.explain("gram", k, rng.normal(size=(side + 1, 3))).engine == "dense"

@@ -15,11 +15,12 @@ s_ij = w |x_i - y_j|^2):
 Every (n, m) array is written in place: one buffer for the Gram matrix, two for the grad
 map. Beyond NumPy's small-array cache each fresh buffer costs page faults, which on some
 machines cost more than the exps. For RBF, f(s) = exp(-s / 2) and f' = -f / 2, so the
-constants fold into the exponent. An RBF's grad map and Gram matrix in d > 1 take one
-matrix product and one exp per pair instead (:func:`_gaussian_grad_sum`,
-:func:`_gaussian_gram`), which stay ahead of the compiled program up to larger sizes (the
-policy's ``lean_gaussian_*`` limits). Anything else returns ``None`` and the caller takes
-the general path, which also produces every error message.
+constants fold into the exponent. An RBF's grad map in d > 1 takes one matrix product and
+one exp per pair instead (:func:`_gaussian_grad_sum`), which stays ahead of the compiled
+program up to larger sizes (the policy's ``lean_gaussian_grad_sum_max_pairs``). The Gram
+matrix keeps the difference form: its entries at duplicate points must be exactly v, which
+the factorised exponent misses by an ulp. Anything else returns ``None`` and the caller
+takes the general path, which also produces every error message.
 """
 
 from __future__ import annotations
@@ -49,9 +50,7 @@ class _Constants(NamedTuple):
     factor: dict  # multiplies f'-or-f: 2 v w, or -v w for RBF
     # The scale once per dimension, per (d, dtype): (x - y)^2 @ it is a BLAS product.
     scale_per_dim: dict
-    root: dict  # 1 / l, per dtype (the factorised RBF forms' scale of the points)
-    log_variance: dict  # log v and v per dtype, for the RBF Gram matrix's exponent and clamp
-    variance_of: dict
+    root: dict  # 1 / l, per dtype (the factorised RBF grad map's scale of the points)
 
 
 def _per_dtype(value: float) -> dict:
@@ -95,8 +94,6 @@ def _fold(k) -> _Constants | None:
         _per_dtype(factor),
         {},
         _per_dtype(math.sqrt(inv_sq)),
-        _per_dtype(math.log(variance)),
-        _per_dtype(variance),
     )
 
 
@@ -222,48 +219,8 @@ def gram(k, X, Y, check_finite: bool = True):
     found = _pairs(k, X, Y, None, "gram", check_finite)
     if found is None:
         return None
-    c, X2, Y2, one_dim = found
-    if c.rbf and not one_dim:
-        return _gaussian_gram(c, X2, Y2)
+    c, X2, Y2, _ = found
     return _profile(c, _squared_distance(X2, Y2), derivative=False)
-
-
-def _gaussian_gram(c: _Constants, X2, Y2):
-    """An RBF's Gram matrix in d > 1 from one matrix product, written for NumPy.
-
-    With centred points c and h = |c|^2 w / 2, the exponent -w |c_i - c_j|^2 / 2 =
-    w c_i . c_j - h_i - h_j + log v is one product of [c sqrt(w), -h + log v, 1] with
-    [c sqrt(w), 1, -h]: the (n, m) work is that product, the exp in place and a clamp, where
-    the difference form takes three passes per dimension. The exponent is never positive
-    beyond rounding, so nothing overflows; the clamp keeps K <= v and the diagonal of
-    K(X, X) is set to v exactly, as the difference form gives them.
-    """
-    dtype = X2.dtype
-    same = Y2 is X2
-    centre = np.add.reduce(Y2, axis=0) / Y2.shape[0]
-    d = X2.shape[1]
-    A = np.empty((X2.shape[0], d + 2), dtype)
-    np.multiply(X2 - centre, c.root[dtype], out=A[:, :d])
-    half_X = 0.5 * np.einsum("ij,ij->i", A[:, :d], A[:, :d])
-    if same:
-        B = np.empty_like(A)
-        B[:, :d] = A[:, :d]
-        half_Y = half_X
-    else:
-        B = np.empty((Y2.shape[0], d + 2), dtype)
-        np.multiply(Y2 - centre, c.root[dtype], out=B[:, :d])
-        half_Y = 0.5 * np.einsum("ij,ij->i", B[:, :d], B[:, :d])
-    log_v = c.log_variance[dtype]
-    np.subtract(log_v, half_X, out=A[:, d])
-    A[:, d + 1] = 1.0
-    B[:, d] = 1.0
-    np.negative(half_Y, out=B[:, d + 1])
-    K = A @ B.T
-    np.exp(K, out=K)
-    np.minimum(K, c.variance_of[dtype], out=K)
-    if same:
-        np.fill_diagonal(K, c.variance_of[dtype])
-    return K
 
 
 def grad_sum(k, X, Y, w, check_finite: bool = True):
@@ -282,7 +239,7 @@ def grad_sum(k, X, Y, w, check_finite: bool = True):
         G = slope.sum(axis=1) if w is None else slope @ w
         G *= c.factor[dtype]
         return G
-    if c.rbf:
+    if c.rbf and X2.shape[1] > 1:
         G = _gaussian_grad_sum(c, X2, Y2, w)
         if G is not None:
             return G
@@ -374,14 +331,11 @@ def grad(k, x, Y, check_finite: bool = True):
 def _fits(op: str, k, pairs: int, d: int) -> bool:
     """Whether ``op`` on that many pairs in d dimensions runs on this path. Beyond the
     policy's lean limits (pairs times (d + 1)) one jitted XLA program, fused and on every
-    core, is faster. An RBF's grad map and Gram matrix in d > 1 are factorised here
-    (:func:`_gaussian_grad_sum`, :func:`_gaussian_gram`) and stay ahead for longer (their
-    own limits, in pairs)."""
+    core, is faster. An RBF's grad map in d > 1 is factorised here
+    (:func:`_gaussian_grad_sum`) and stays ahead for longer (its own limit, in pairs)."""
     chosen = policy.current()
     lean = chosen.lean_gram_max_work if op == "gram" else chosen.lean_grad_sum_max_work
-    if d == 1 or type(k) is not K.RBF:
+    if op == "gram" or d == 1 or type(k) is not K.RBF:
         return pairs * (d + 1) <= lean
-    if op == "gram":
-        return pairs <= chosen.lean_gaussian_gram_max_pairs
     in_3d, in_2d = chosen.lean_gaussian_grad_sum_max_pairs
     return pairs <= (in_3d if d >= 3 else in_2d)

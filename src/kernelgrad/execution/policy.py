@@ -58,11 +58,6 @@ class Policy:
     #: 0.79, 0.91 and 0.82 at n = 300, 600, 1000 and 1500; d = 8 0.45-0.80; d = 2 0.71 at
     #: n = 300, 1.22 at 600.
     lean_gaussian_grad_sum_max_pairs: tuple[int, int] = (1536 * 1536, 400 * 400)
-    #: The same for an RBF's lean Gram matrix in d > 1, one matrix product of augmented
-    #: points (``eager._gaussian_gram``), in pairs: factorised over the fastest of
-    #: kernelgrad's compiled call and the forum's code, d = 3: 0.76, 0.98 and 1.12 at n = 300,
-    #: 400 and 500; d = 8: 0.72, 1.08 and 1.40; d = 2: 0.82, 0.92 and 1.51.
-    lean_gaussian_gram_max_pairs: int = 400 * 400
 
     # ------------------------------------------------------------- size buckets, hot sizes
     #: Below this many points a dense problem is padded to it.
