@@ -174,7 +174,7 @@ def applies(op: str, k, X, Y=None, weights=None, check_finite: bool = True) -> b
     if op == "gram":
         return _pairs(k, X, Y, weights, op, check_finite) is not None
     if op == "grad_sum":
-        return grad_sum(k, X, Y, weights, check_finite) is not None
+        return _grad_sum_inputs(k, X, Y, weights, check_finite) is not None
     return False
 
 
@@ -225,11 +225,13 @@ def gram(k, X, Y, check_finite: bool = True):
 
 def grad_sum(k, X, Y, w, check_finite: bool = True):
     """G[i] = sum_j w_j d/dx_i k(x_i, y_j) as (n, d), (n,) for 1-D points; or None."""
-    found = _pairs(k, X, Y, w, "grad_sum", check_finite)
+    found = _grad_sum_inputs(k, X, Y, w, check_finite)
     if found is None:
         return None
-    c, X2, Y2, one_dim = found
+    c, X2, Y2, one_dim, points = found
     dtype = X2.dtype
+    if points is not None:
+        return _gaussian_grad_sum(c, points, w)
     if one_dim:
         # Raw differences: exact for near-duplicates, and exactly 0 at r = 0 (Matern 1/2's
         # zero subgradient, whose f' is 0 there by convention).
@@ -239,13 +241,6 @@ def grad_sum(k, X, Y, w, check_finite: bool = True):
         G = slope.sum(axis=1) if w is None else slope @ w
         G *= c.factor[dtype]
         return G
-    if c.rbf and X2.shape[1] > 1:
-        G = _gaussian_grad_sum(c, X2, Y2, w)
-        if G is not None:
-            return G
-        work = X2.shape[0] * Y2.shape[0] * (X2.shape[1] + 1)
-        if work > policy.current().lean_grad_sum_max_work:
-            return None  # out of the factorisation's range, and too big for the rest here
     # sum_j f'_ij u_j (x_i - y_j) = x_i (F u)_i - (F (u y))_i: one (m, d + 1) matrix product,
     # on points centred on Y's mean so that the two parts cancel as little as possible.
     centre = Y2.mean(axis=0)
@@ -262,9 +257,45 @@ def grad_sum(k, X, Y, w, check_finite: bool = True):
     return G
 
 
-def _gaussian_grad_sum(c: _Constants, X2, Y2, w):
+def _grad_sum_inputs(k, X, Y, w, check_finite: bool):
+    """(constants, X2, Y2, one_dim, points) for an eager grad map, or None where this path
+    does not apply. ``points`` are :func:`_gaussian_points` for an RBF in d > 1 within the
+    factorisation's range, else None; out of range, a size beyond the difference form's own
+    limit declines."""
+    found = _pairs(k, X, Y, w, "grad_sum", check_finite)
+    if found is None:
+        return None
+    c, X2, Y2, one_dim = found
+    points = None
+    if c.rbf and X2.shape[1] > 1:
+        points = _gaussian_points(c, X2, Y2)
+        work = X2.shape[0] * Y2.shape[0] * (X2.shape[1] + 1)
+        if points is None and work > policy.current().lean_grad_sum_max_work:
+            return None  # out of the factorisation's range, and too big for the rest here
+    return c, X2, Y2, one_dim, points
+
+
+def _gaussian_points(c: _Constants, X2, Y2):
+    """(c_X, c_Y, Z_X, Z_Y, |Z_X|^2 / 2, |Z_Y|^2 / 2) for :func:`_gaussian_grad_sum`: the
+    points centred on Y's mean and scaled by 1 / l, or None when one lies too far from the
+    centre for exp(z_i . z_j) to stay finite (:func:`kernelgrad.execution.gaussian.in_range`)."""
+    same = Y2 is X2
+    centre = np.add.reduce(Y2, axis=0) / Y2.shape[0]  # np.mean's wrapper costs 3 us here
+    root = c.root[X2.dtype]
+    cX = X2 - centre
+    cY = cX if same else Y2 - centre
+    ZX = cX * root
+    ZY = ZX if same else cY * root
+    half_X = 0.5 * np.einsum("ij,ij->i", ZX, ZX)
+    half_Y = half_X if same else 0.5 * np.einsum("ij,ij->i", ZY, ZY)
+    if not gaussian.in_range(max(half_X.max(), half_Y.max()), X2.dtype):
+        return None
+    return cX, cY, ZX, ZY, half_X, half_Y
+
+
+def _gaussian_grad_sum(c: _Constants, points, w):
     """An RBF's grad map in d > 1 by :mod:`kernelgrad.execution.gaussian`'s factorisation,
-    or None when a point lies too far from the centre for exp(z_i . z_j) to stay finite.
+    on :func:`_gaussian_points`.
 
     With z = (x - centre) / l and a = exp(-|z|^2 / 2), exp(-|z_i - z_j|^2 / 2) = a_i a_j
     exp(z_i . z_j), so G_i = -v w a_i [c_i (F u)_i - (F (u c))_i] with F = exp(Z_X Z_Y^T),
@@ -273,25 +304,14 @@ def _gaussian_grad_sum(c: _Constants, X2, Y2, w):
     form's ten passes over (n, m) arrays (subtractions, squares and sums per dimension,
     the scale and the exp), 2-3x less time at n = 100, d = 3.
     """
-    dtype = X2.dtype
-    same = Y2 is X2
-    centre = np.add.reduce(Y2, axis=0) / Y2.shape[0]  # np.mean's wrapper costs 3 us here
-    root = c.root[dtype]
-    cX = X2 - centre
-    cY = cX if same else Y2 - centre
-    ZX = cX * root
-    ZY = ZX if same else cY * root
-    half_X = 0.5 * np.einsum("ij,ij->i", ZX, ZX)
-    half_Y = half_X if same else 0.5 * np.einsum("ij,ij->i", ZY, ZY)
-    limit = gaussian.MAX_HALF_SQ_NORM * np.log(np.finfo(dtype).max)
-    if max(half_X.max(), half_Y.max()) > limit:
-        return None
+    cX, cY, ZX, ZY, half_X, half_Y = points
+    dtype = cX.dtype
     F = ZX @ ZY.T
     np.exp(F, out=F)
     u = np.exp(-half_Y)
     if w is not None:
         u *= w
-    R = np.empty((Y2.shape[0], Y2.shape[1] + 1), dtype)
+    R = np.empty((cY.shape[0], cY.shape[1] + 1), dtype)
     R[:, 0] = u
     np.multiply(cY, u[:, None], out=R[:, 1:])
     S = F @ R

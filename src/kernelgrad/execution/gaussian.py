@@ -68,11 +68,16 @@ def factorises(kernel, X, Y=None) -> bool:
     X = np.asarray(X)
     Y = X if Y is None else np.asarray(Y)
     centre = Y.mean(axis=0)
-    limit = MAX_HALF_SQ_NORM * np.log(np.finfo(X.dtype).max)
     return all(
-        0.5 * np.max(np.sum(np.square((P - centre) * root), axis=1), initial=0.0) <= limit
+        in_range(0.5 * np.max(np.sum(np.square((P - centre) * root), axis=1), initial=0.0), X.dtype)
         for P in ((X,) if Y is X else (X, Y))
     )
+
+
+def in_range(max_half_sq_norm: float, dtype) -> bool:
+    """Whether points whose largest |z|^2 / 2 is ``max_half_sq_norm`` may be factorised in
+    ``dtype`` (see :data:`MAX_HALF_SQ_NORM`)."""
+    return max_half_sq_norm <= MAX_HALF_SQ_NORM * np.log(np.finfo(dtype).max)
 
 
 def centred(X, Y):
@@ -104,4 +109,4 @@ def parts(kernel, X, Y, w, *, centre: bool = True):
     return ZX, ZY, cX, RY, aX, coefficient
 
 
-__all__ = ["MAX_HALF_SQ_NORM", "centred", "factorises", "parts", "scaled"]
+__all__ = ["MAX_HALF_SQ_NORM", "centred", "factorises", "in_range", "parts", "scaled"]
