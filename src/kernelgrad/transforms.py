@@ -58,13 +58,15 @@ def gram(k, X, Y=None, *, mode: str = "auto", check_finite: bool = True) -> Floa
         >>> kg.gram(kg.RBF(), np.zeros((3, 2))).shape
         (3, 3)
     """
+    # A layout with a repeat entry went compiled before, so the eager checks would say no
+    # again: asking the repeat table first saves them before a compiled call.
+    again = repeat.call("gram", k, mode, check_finite, X, Y)
+    if again is not None:
+        return again
     if mode == "auto" or mode == "closed":
         fast = eager.gram(k, X, Y, check_finite)
         if fast is not None:
             return fast
-    again = repeat.call("gram", k, mode, check_finite, X, Y)
-    if again is not None:
-        return again
     p = prepare(k, X, Y, check_finite=check_finite)
     method = resolve_method("gram", p, mode)
     if p.n == 0 or p.m == 0:
@@ -112,13 +114,13 @@ def grad(
         >>> kg.grad(kg.RBF(), X[0], X).shape
         (100,)
     """
+    again = repeat.call("grad", k, mode, check_finite, x, Y)
+    if again is not None:
+        return again
     if mode == "auto" or mode == "closed":
         fast = eager.grad(k, x, Y, check_finite)
         if fast is not None:
             return fast
-    again = repeat.call("grad", k, mode, check_finite, x, Y)
-    if again is not None:
-        return again
     p = prepare(k, x, Y, single=True, check_finite=check_finite)
     method = resolve_method("jacobian", p, mode)
     if p.m == 0:
@@ -152,13 +154,13 @@ def grad_sum(
         >>> kg.grad_sum(kg.RBF(), X).shape
         (100,)
     """
+    again = repeat.call("grad_sum", k, mode, check_finite, X, Y, weights)
+    if again is not None:
+        return again
     if mode == "auto" or mode == "closed":
         fast = eager.grad_sum(k, X, Y, weights, check_finite)
         if fast is not None:
             return fast
-    again = repeat.call("grad_sum", k, mode, check_finite, X, Y, weights)
-    if again is not None:
-        return again
     p = prepare(k, X, Y, weights, check_finite=check_finite)
     method = resolve_method("grad_sum", p, mode)
     if p.n == 0 or p.m == 0:  # an empty sum over j is 0

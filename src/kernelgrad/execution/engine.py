@@ -110,8 +110,16 @@ def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = Fal
 
         with compile_cache.scope(), local_x64(X.dtype), jax.numpy_rank_promotion("allow"):
             if specialise:
-                fixed = jax.jit(lambda X, Y, W: program(leaves, X, Y, W)).lower(X, Y, W)
-                exe = _without_leaves(_faster(fixed, (X, Y, W)))
+                # A new jit each time: a jit's trace cache does not know the policy.
+                def lower():
+                    return jax.jit(lambda X, Y, W: program(leaves, X, Y, W)).lower(X, Y, W)
+
+                lowered = [lower()]
+                other = _other_geometry(method, X.shape[1])
+                if other is not None:
+                    with policy.use(other):
+                        lowered.append(lower())
+                exe = _without_leaves(_faster(lowered, (X, Y, W)))
             else:
                 lowered = jax.jit(program).lower(leaves, X, Y, W)
                 exe = lowered.compile(compiler_options=xla_options.for_method(method))
@@ -127,24 +135,47 @@ def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = Fal
     return lambda X, Y, W: exe(leaves, X, Y, W)
 
 
-def _faster(lowered, args):
-    """The faster of ``lowered`` compiled with and without XLA:CPU's YNNPACK fusions.
+def _other_geometry(method: str, d: int):
+    """The policy that traces a closed form's squared distances the other way, or None.
+
+    XLA sums them from per-dimension differences below the policy's
+    ``xla_expansion_min_dims`` and by the expansion |x|^2 + |y|^2 - 2 x.y (one matmul) from
+    there on. Which is faster depends on n as well as d: at d = 3 a 300-point Gram matrix
+    took 156 us in the difference form's one fused loop and 206 us by the expansion's five
+    steps (centring, norms, matmul, the clamped exponent), which wins from about n = 1000.
+    So a hot program in few dimensions is traced both ways and timed (:func:`_faster`).
+    Both forms are accurate (the expansion is centred); the difference form is exact at
+    duplicates. Beyond NumPy's ``difference_form_max_dims`` only the expansion is tried.
+    """
+    chosen = policy.current()
+    if method != "closed" or d > chosen.difference_form_max_dims:
+        return None
+    if d >= chosen.xla_expansion_min_dims:
+        return replace(chosen, xla_expansion_min_dims=d + 1)
+    return None
+
+
+def _faster(lowered: list, args):
+    """The fastest of the ``lowered`` programs, each compiled with and without XLA:CPU's
+    YNNPACK fusions.
 
     Those fusions make most closed forms 1.5-3x faster and most pair-function programs
     several times slower (:mod:`.xla_options`), which new sizes go by. Only hot programs
-    get here, so timing both on the real arguments is paid once for many calls.
+    get here, so timing every candidate on the real arguments is paid once for many calls.
 
-    Each candidate is called once untimed (a first call sets up its fusions), then the two
+    Each candidate is called once untimed (a first call sets up its fusions), then they
     take turns, and each keeps its fastest of the policy's ``hot_timed_calls``: with two calls
     each and no warm-up, a shared machine's noise picked the slower program for a 300-point
     grad map in one dimension (200 against 55 us).
     """
-    candidates = [lowered.compile()]
-    if jax.default_backend() == "cpu":
-        try:
-            candidates.append(lowered.compile(compiler_options=xla_options.NO_YNN))
-        except Exception:  # an XLA without the option: keep its default
-            pass
+    candidates = []
+    for one in lowered:
+        candidates.append(one.compile())
+        if jax.default_backend() == "cpu":
+            try:
+                candidates.append(one.compile(compiler_options=xla_options.NO_YNN))
+            except Exception:  # an XLA without the option: keep its default
+                pass
     if len(candidates) == 1:
         return candidates[0]
     for exe in candidates:

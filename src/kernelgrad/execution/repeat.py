@@ -5,8 +5,9 @@ it in an exact-size program of its own (:func:`kernelgrad.execution.engine._dens
 later call with the same kernel object, transform, mode and input *layout* (NumPy arrays of
 the same shapes and dtypes, Y given or not, Y being X or not) would take the same route
 to the same program. So the first hot call leaves an entry here, and the next ones go from
-the transform straight to it: a finiteness check, a reshape (a view), the compiled call and
-the transform's finishing view.
+the transform straight to it, before the eager path's checks (which said no for this
+layout): a reshape (a view), the compiled call, a finiteness check while it runs, and the
+transform's finishing view.
 
 That matters beyond the microseconds it saves. On a 2-core machine XLA's worker threads
 stop spinning a few microseconds after a call returns, and waking them costs more than a
@@ -15,10 +16,10 @@ us of Python between calls). A call path that stays under that gap keeps them aw
 
 Anything else misses and takes the general path: another shape or dtype, a JAX array, a
 list, another policy, and a non-finite point (whose error message the general path writes).
-The only choice the general path makes from point *values* rather than layout is the range
-check of :mod:`kernelgrad.execution.gaussian`, which can send a grad map of exactly the
-symmetric threshold's size to the symmetric blocks; an entry keeps the dense program there,
-which is exact either way.
+The only choices the general path makes from point *values* rather than layout are the
+range checks of :mod:`kernelgrad.execution.gaussian`: they can send an RBF grad map to the
+eager factorised form or, at exactly the symmetric threshold's size, to the symmetric
+blocks. An entry keeps the dense program for its layout, which is exact either way.
 """
 
 from __future__ import annotations
@@ -93,10 +94,13 @@ def _entry(program, p, finish, check_finite: bool):
     y_is_x = p.Y is p.X
 
     def run(X, Y, W):
+        # The program runs asynchronously, so the finiteness check goes after the dispatch:
+        # it overlaps the computation instead of keeping XLA's threads waiting. Points that
+        # fail it only cost a discarded result.
+        out = program(X.reshape(x_shape), None if y_is_x else Y.reshape(y_shape), W)
         if check_finite and not all_finite(X, None if Y is X else Y, W):
             return None
-        X2 = X.reshape(x_shape)
-        out = np.asarray(program(X2, None if y_is_x else Y.reshape(y_shape), W))
+        out = np.asarray(out)
         return out if finish is None else finish(out)
 
     return run
