@@ -181,6 +181,32 @@ def test_kernels_never_exceed_their_variance_at_near_duplicates(d, kind, rng):
         assert np.all(np.diag(K) == np.float32(1.5)), type(k).__name__
 
 
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+@pytest.mark.parametrize("d", [3, 20])
+def test_a_nan_coordinate_makes_its_squared_distances_nan(xp, d):
+    """NaN is unordered, so it fails the expansion's noise-floor test like a duplicate does.
+    It must stay NaN: set to 0 it would make the point a duplicate of every other, with
+    k = v in its whole row, a silent wrong answer where nothing checks the points (inside a
+    user's jit, or ``check_finite=False``). Both forms, and whole Gram matrices (whose
+    centring on the mean may spread the NaN further: NaN in, NaN out)."""
+    X = np.random.default_rng(5).normal(size=(40, d))
+    X[3, 1] = np.nan
+    finite = np.ones(40, bool)
+    finite[3] = False
+    with jax.enable_x64(True):
+        for expand in (False, True):
+            A = xp.asarray(X)
+            Ac = xp.asarray(X - np.nanmean(X, axis=0))  # centred on the finite points' mean
+            s = np.asarray(terms.squared_distance(xp, A, A, Ac, Ac, 1.0, expand=expand))
+            assert np.all(np.isnan(s[3])) and np.all(np.isnan(s[:, 3])), expand
+            assert np.all(np.isfinite(s[np.ix_(finite, finite)])), expand
+        for k in (kg.RBF(), kg.Matern52()):
+            K = np.asarray(jax.jit(lambda A, k=k: kg.gram(k, A))(jnp.asarray(X)))
+            assert np.all(np.isnan(K[3])) and np.all(np.isnan(K[:, 3])), type(k).__name__
+            K = kg.gram(k, X, check_finite=False)
+            assert np.all(np.isnan(K[3])) and np.all(np.isnan(K[:, 3])), type(k).__name__
+
+
 @pytest.mark.parametrize("kind", ["numpy", "jax"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("case", select(lambda c: c.stationary))

@@ -175,9 +175,11 @@ def squared_distance(xp, X, Y, Xc, Yc, weights, *, expand: bool | None = None):
     s = norms - 2.0 * matmul(xp, Xs, Ys.T)
     # The expansion cancels: its rounding error is about eps * (|x|^2 + |y|^2), and it can
     # even dip below zero. Anything under that noise floor is indistinguishable from a
-    # duplicate point, so it becomes exactly 0.
+    # duplicate point, so it becomes exactly 0. A NaN coordinate makes s NaN, which fails
+    # the comparison too: 0 * norms (0, or NaN from that point's norm) keeps it NaN rather
+    # than turning the point into everyone's duplicate.
     floor = (8 * xp.finfo(s.dtype).eps) * norms
-    return xp.where(s > floor, s, 0.0)
+    return xp.where(s > floor, s, 0.0 * norms)
 
 
 __all__ = [

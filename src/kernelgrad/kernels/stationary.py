@@ -162,9 +162,10 @@ _PROFILE_CACHE: dict[type, Callable] = {}
 
 
 def _safe_sqrt(xp, s):
-    """sqrt(s) that is 0 at s <= 0 and never produces NaN gradients there."""
+    """sqrt(s) that is 0 at s <= 0 and never produces NaN gradients there. A NaN s (a NaN
+    coordinate) fails ``s > 0`` too, and stays NaN (0 * s) rather than passing for r = 0."""
     positive = s > 0
-    return xp.where(positive, xp.sqrt(xp.where(positive, s, 1.0)), 0.0)
+    return xp.where(positive, xp.sqrt(xp.where(positive, s, 1.0)), 0.0 * s)
 
 
 def _stationary_scales(variance, lengthscale) -> tuple[Any, Any]:
@@ -224,13 +225,13 @@ class Matern12(AbstractStationaryKernel):
     def df(xp, s, params):
         r = _safe_sqrt(xp, s)
         # f'(s) = -exp(-r) / (2 r): infinite at r = 0, where the zero subgradient applies.
-        return xp.where(r > 0, -0.5 * xp.exp(-r) / xp.where(r > 0, r, 1.0), 0.0)
+        return xp.where(r > 0, -0.5 * xp.exp(-r) / xp.where(r > 0, r, 1.0), 0.0 * r)
 
     @staticmethod
     def d2f(xp, s, params):
         r = _safe_sqrt(xp, s)
         safe_r = xp.where(r > 0, r, 1.0)
-        return xp.where(r > 0, 0.25 * xp.exp(-r) * (1.0 + r) / safe_r**3, 0.0)
+        return xp.where(r > 0, 0.25 * xp.exp(-r) * (1.0 + r) / safe_r**3, 0.0 * r)
 
 
 class Matern32(AbstractStationaryKernel):
@@ -260,7 +261,7 @@ class Matern32(AbstractStationaryKernel):
     @staticmethod
     def d2f(xp, s, params):
         u = _safe_sqrt(xp, 3.0 * s)
-        return xp.where(u > 0, 2.25 * xp.exp(-u) / xp.where(u > 0, u, 1.0), 0.0)
+        return xp.where(u > 0, 2.25 * xp.exp(-u) / xp.where(u > 0, u, 1.0), 0.0 * u)
 
 
 class Matern52(AbstractStationaryKernel):
