@@ -75,6 +75,13 @@ def pad_rows(A, rows: int, copy_first: bool):
     extra = rows - A.shape[0]
     if extra == 0:
         return A
+    if type(A) is np.ndarray:
+        # Filled in place: concatenating a broadcast row costs several times more, and this
+        # runs before every padded call.
+        padded = np.empty((rows, *A.shape[1:]), A.dtype)
+        padded[: A.shape[0]] = A
+        padded[A.shape[0] :] = A[0] if copy_first else 0
+        return padded
     device = single_device(A)
     small = device is not None and A.nbytes <= policy.current().host_slice_max_bytes
     if isinstance(A, np.ndarray) or small:
