@@ -144,10 +144,13 @@ class Policy:
     #: 1024 x 1024.
     gradient_closed_blocks: tuple[int, int] = (256, 2048)
     #: A product with many right-hand sides takes them this many at a time: each tile's
-    #: batched intermediates hold rows x cols x chunk numbers (256 x 2048 x 16 float64 =
-    #: 64 MB), where all 1100 columns of a GPyTorch predictive solve at n = 1000, d = 10
-    #: at once asked for over 24 GB.
-    gradient_rhs_chunk: int = 16
+    #: batched intermediates hold rows x cols x chunk numbers (256 x 2048 x 4 float64 =
+    #: 16 MB), where all 1100 columns of a GPyTorch predictive solve at n = 1000, d = 10
+    #: at once asked for over 24 GB. On 2 cores 4 was fastest of 1-17 for an RBF in every
+    #: case timed: 17 columns at n = 5000, d = 20 (an iterative fit's data and probes) took
+    #: 2.3 s against 4.9 s in chunks of 16; 64 columns at n = 2000, d = 20 1.2 s against
+    #: 1.8 s; 17 columns at n = 3000, d = 3 0.52 s against 1.7 s.
+    gradient_rhs_chunk: int = 4
     #: ``GradientGP.condition(method="auto")`` factorises the dense covariance up to this
     #: many observations: 4000^2 float64 is 128 MB and a second of work.
     cholesky_max: int = 4000
@@ -164,8 +167,11 @@ class Policy:
 CPU = Policy()
 
 #: GPUs want bigger tiles to fill the device: 1024 x 8192 is 8M pairs per step
-#: (``benchmarks/gpu_scale.py`` sweeps others). Everything else is the CPU's until measured.
-GPU = dataclasses.replace(CPU, tile_blocks=(1024, 8192), gradient_closed_blocks=(1024, 8192))
+#: (``benchmarks/gpu_scale.py`` sweeps others), and more right-hand sides at a time (the
+#: CPU's earlier 16, not measured on a GPU). Everything else is the CPU's until measured.
+GPU = dataclasses.replace(
+    CPU, tile_blocks=(1024, 8192), gradient_closed_blocks=(1024, 8192), gradient_rhs_chunk=16
+)
 
 _chosen: contextvars.ContextVar[Policy | None] = contextvars.ContextVar(
     "kernelgrad_policy", default=None
