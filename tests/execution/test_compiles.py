@@ -331,8 +331,8 @@ def test_pair_function_programs_compile_without_ynnpack_fusions(rng):
 def test_hot_closed_forms_in_few_dimensions_time_both_geometries(rng, policy_with, monkeypatch):
     """A hot closed-form program in 2-8 dimensions is traced with squared distances both ways
     (the expansion's matmul, and per-dimension differences) and the faster is kept; pair
-    functions, d = 1 and d beyond the difference form's limit trace once. Either choice gives
-    the textbook Gram matrix."""
+    functions, d = 1, d beyond the difference form's limit and kernels without squared
+    distances trace once. Either choice gives the textbook Gram matrix."""
     from kernelgrad.execution import engine
 
     seen = []
@@ -346,12 +346,16 @@ def test_hot_closed_forms_in_few_dimensions_time_both_geometries(rng, policy_wit
     policy_with(hot_calls=2)
     cases = [(kg.RBF(), 3, [True, False]), (kg.RBF(), 1, [False]), (kg.RBF(), 9, [True])]
     cases.append((kg.kernel(_rbf_pair), 3, [False]))
+    cases.append((kg.Linear(), 3, None))  # no squared distances: one trace, not two
     for k, d, traced in cases:
         X = rng.normal(size=(400, d))  # compiled, not eager NumPy, in every d
         X[5] = X[2]
         seen.clear()
         for _ in range(3):
             K = kg.gram(k, X)
+        if traced is None:
+            assert len(seen) == 1 and len(seen[0]) == 1, (k, d)
+            continue
         assert seen == [traced], (k, d)
         squared = np.sum((X[:, None, :] - X[None, :, :]) ** 2, axis=2)
         np.testing.assert_allclose(K, np.exp(-0.5 * squared), rtol=1e-12, atol=1e-14)
