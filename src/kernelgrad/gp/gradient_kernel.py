@@ -227,7 +227,13 @@ def joint_matvec(kernel, X, Y, v, *, method, row_block=None, col_block=None, mes
     # intermediates grow with their number: take them a chunk at a time, in sequence, and
     # the columns left over in one smaller batch (padding 17 columns to two chunks of 16
     # doubled the work of an iterative fit's products).
-    batched = jax.vmap(one, in_axes=1, out_axes=1)
+    vmapped = jax.vmap(one, in_axes=1, out_axes=1)
+
+    def batched(v):
+        # One column (a CG solve for one right-hand side) runs unbatched: conditioning at
+        # n = 1000, d = 100 took 4.1 s (337 products) vmapped over it, 3.6 s without.
+        return one(v[:, 0])[:, None] if v.shape[1] == 1 else vmapped(v)
+
     p, chunk = v.shape[1], policy.current().gradient_rhs_chunk
     if p <= chunk:
         return batched(v)
