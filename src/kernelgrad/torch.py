@@ -213,7 +213,7 @@ def _program(name: str, spec, treedef, present: tuple[bool, ...], options: tuple
 
     # The VJP's function is a pytree (jax.tree_util.Partial), so both halves compile once:
     # tracing jax.vjp anew on every call cost half a millisecond.
-    # compile_cache.jit: a new process loads them from kernelgrad's persistent cache.
+    # compile_cache.jit: traced anew under each policy, with rank promotion allowed.
     forward = compile_cache.jit(lambda args, leaves: jax.vjp(fn, args, leaves))
     backward = compile_cache.jit(lambda vjp, grad: vjp(grad))
     # Without a gradient to take, the VJP's residuals are only memory: a GPyTorch predictive

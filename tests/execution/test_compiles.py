@@ -120,23 +120,26 @@ def test_default_unit_weights_do_not_compile_per_n(rng):
 
 _CACHE_SCRIPT = textwrap.dedent(
     """
-    import json
+    import json, os
     import jax, jax.numpy as jnp, numpy as np
-    events = {}
-    def listener(event, **kwargs):
-        events[event] = events.get(event, 0) + 1
-    jax.monitoring.register_event_listener(listener)
     import kernelgrad as kg
     from kernelgrad.execution import compile_cache
-    # A reverse-mode grad_sum of a pair function: a program that takes well over
-    # MIN_COMPILE_SECONDS to compile, so JAX stores it.
+    if os.environ.get("DISABLE_AT_RUN_TIME"):
+        compile_cache.disable()
+    # A reverse-mode grad_sum of a pair function on NumPy points: an ahead-of-time program
+    # that takes well over MIN_COMPILE_SECONDS to compile, so kernelgrad stores it.
     pair = kg.kernel(lambda x, y: jnp.exp(-jnp.sqrt(1.0 + jnp.sum((x - y) ** 2))))
-    X = jnp.asarray(np.linspace(-1, 1, 90, dtype=np.float32).reshape(30, 3))
-    kg.grad_sum(pair, X, mode="reverse").block_until_ready()
+    X = np.linspace(-1, 1, 90, dtype=np.float32).reshape(30, 3)
+    G = kg.grad_sum(pair, X, mode="reverse")
+    # The user's own program, slow enough to compile that a global cache would store it.
+    own = jax.jit(lambda A: jax.lax.fori_loop(0, 50, lambda i, a: jnp.sin(a @ a.T) @ a, A))
+    own(jnp.ones((40, 40))).block_until_ready()
     print(json.dumps({
         "folder": compile_cache.active_folder(),
-        "hits": events.get("/jax/compilation_cache/cache_hits", 0),
-        "misses": events.get("/jax/compilation_cache/cache_misses", 0),
+        "global_dir": jax.config.jax_compilation_cache_dir,
+        "global_min_seconds": jax.config.jax_persistent_cache_min_compile_time_secs,
+        "G": G.tolist(),
+        **compile_cache.STATS,
     }))
     """
 )
@@ -154,21 +157,45 @@ def _run_fresh(tmp_path, **env_extra) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _default_folder(tmp_path):
+    return tmp_path / "xdg" / "kernelgrad" / "jax"
+
+
 def test_cache_is_on_by_default_and_serves_the_next_process(tmp_path):
-    folder = tmp_path / "xdg" / "kernelgrad" / "jax"
+    folder = _default_folder(tmp_path)
     first = _run_fresh(tmp_path)
     assert first["folder"] == str(folder)
-    assert first["misses"] >= 1 and first["hits"] == 0
-    assert any(folder.iterdir()), "nothing was written to the cache folder"
+    assert first["misses"] >= 1 and first["hits"] == 0 and first["stored"] >= 1
+    assert len(list(folder.iterdir())) == first["stored"]
     second = _run_fresh(tmp_path)
-    assert second["hits"] >= 1  # the new process loaded the program instead of compiling it
+    assert second["hits"] >= 1 and second["stored"] == 0  # loaded instead of compiled
+    assert second["G"] == first["G"]
+
+
+def test_a_damaged_entry_is_compiled_again_and_replaced(tmp_path):
+    first = _run_fresh(tmp_path)
+    for entry in _default_folder(tmp_path).iterdir():
+        entry.write_bytes(b"not an executable")
+    second = _run_fresh(tmp_path)
+    assert second["hits"] == 0 and second["stored"] == first["stored"]
+    assert second["G"] == first["G"]
+    assert _run_fresh(tmp_path)["hits"] >= 1
+
+
+def test_a_process_with_several_devices_runs_its_entries_on_the_default_one(tmp_path):
+    """A loaded program is placed on one device, as compiling put it: by default JAX would
+    place it on every device and ask for a shard of each argument per device."""
+    four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    first, second = _run_fresh(tmp_path, **four), _run_fresh(tmp_path, **four)
+    assert second["hits"] >= 1 and second["G"] == first["G"]
+    assert _run_fresh(tmp_path)["hits"] == 0  # one device: entries of its own
 
 
 @pytest.mark.parametrize("value", ["1", "true"])
 def test_environment_variable_turns_the_cache_off(tmp_path, value):
     result = _run_fresh(tmp_path, KERNELGRAD_NO_COMPILE_CACHE=value)
     assert result["folder"] is None
-    assert result["hits"] == 0 and result["misses"] == 0
+    assert result["hits"] == 0 and result["stored"] == 0
     assert not (tmp_path / "xdg" / "kernelgrad").exists()
 
 
@@ -176,6 +203,7 @@ def test_a_users_own_cache_folder_wins(tmp_path):
     own = tmp_path / "mine"
     result = _run_fresh(tmp_path, JAX_COMPILATION_CACHE_DIR=str(own))
     assert result["folder"] == str(own)
+    assert result["hits"] == 0 and result["stored"] == 0  # JAX's cache serves kernelgrad
     assert not (tmp_path / "xdg" / "kernelgrad").exists()
 
 
@@ -190,96 +218,19 @@ def test_default_folder_follows_xdg(monkeypatch, tmp_path):
         assert compile_cache.disabled_by_env() is off
 
 
-_DISABLE_SCRIPT = textwrap.dedent(
-    """
-    import json, os
-    import jax, jax.numpy as jnp, numpy as np
-    before = jax.config.jax_persistent_cache_min_compile_time_secs
-    import kernelgrad as kg
-    from kernelgrad.execution import compile_cache
-    folder = compile_cache.active_folder()
-    compile_cache.disable()
-    pair = kg.kernel(lambda x, y: jnp.exp(-jnp.sqrt(1.0 + jnp.sum((x - y) ** 2))))
-    X = jnp.asarray(np.linspace(-1, 1, 90, dtype=np.float32).reshape(30, 3))
-    kg.grad_sum(pair, X, mode="reverse").block_until_ready()
-    print(json.dumps({
-        "enabled_folder": folder,
-        "after": compile_cache.active_folder(),
-        "threshold_restored": jax.config.jax_persistent_cache_min_compile_time_secs == before,
-        "files": sorted(os.listdir(folder)),
-    }))
-    """
-)
-
-
 def test_disable_at_run_time_stops_storing(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION", "KERNELG"))}
-    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", _DISABLE_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["enabled_folder"] == str(tmp_path / "xdg" / "kernelgrad" / "jax")
-    assert result["after"] is None
-    assert result["threshold_restored"]
-    assert result["files"] == []  # the program compiled after disable() was not stored
-
-
-_SCOPE_SCRIPT = textwrap.dedent(
-    """
-    import json, os
-    import jax, jax.numpy as jnp, numpy as np
-    import kernelgrad as kg
-    from kernelgrad.execution import compile_cache
-    folder = compile_cache.active_folder()
-    pair = kg.kernel(lambda x, y: jnp.exp(-jnp.sqrt(1.0 + jnp.sum((x - y) ** 2))))
-    X = jnp.asarray(np.linspace(-1, 1, 90, dtype=np.float32).reshape(30, 3))
-    kg.grad_sum(pair, X, mode="reverse").block_until_ready()
-    after_kernelgrad = len(os.listdir(folder))
-    # The user's own program, slow enough to compile that a global cache would store it.
-    own = jax.jit(lambda A: jax.lax.fori_loop(0, 50, lambda i, a: jnp.sin(a @ a.T) @ a, A))
-    own(jnp.ones((40, 40))).block_until_ready()
-    print(json.dumps({
-        "global_dir": jax.config.jax_compilation_cache_dir,
-        "global_min_seconds": jax.config.jax_persistent_cache_min_compile_time_secs,
-        "kernelgrad_files": after_kernelgrad,
-        "files_after_users_program": len(os.listdir(folder)),
-    }))
-    """
-)
+    result = _run_fresh(tmp_path, DISABLE_AT_RUN_TIME="1")
+    assert result["folder"] is None and result["stored"] == 0
+    assert list(_default_folder(tmp_path).iterdir()) == []  # created at import, left empty
 
 
 def test_cache_holds_kernelgrads_programs_only_and_leaves_global_config_alone(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION", "KERNELG"))}
-    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCOPE_SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = _run_fresh(tmp_path)
     assert result["global_dir"] is None
     assert result["global_min_seconds"] == jax.config.jax_persistent_cache_min_compile_time_secs
-    assert result["kernelgrad_files"] >= 1
-    assert result["files_after_users_program"] == result["kernelgrad_files"]
-
-
-def test_without_jaxs_private_settings_the_cache_is_off_and_transforms_work(tmp_path, monkeypatch):
-    # compile_cache reaches JAX's context-local settings through a guarded private import; a
-    # JAX that moves them must leave kernelgrad working, with its own cache off.
-    monkeypatch.setattr(compile_cache, "_SETTINGS", None)
-    monkeypatch.setattr(compile_cache, "_FOLDER", None)
-    assert compile_cache.enable_default(tmp_path / "cache") is None
-    assert compile_cache.active_folder() is None or compile_cache.user_configured()
-    assert list(tmp_path.iterdir()) == []
-    X = np.linspace(-1.0, 1.0, 500)  # a compiled grad map
-    np.testing.assert_allclose(
-        kg.grad_sum(kg.RBF(), X), kg.grad_sum(kg.RBF(), X, mode="forward"), rtol=0, atol=1e-12
-    )
+    names = [entry.name for entry in _default_folder(tmp_path).iterdir()]
+    # The user's program was not stored: every entry is one of kernelgrad's own.
+    assert len(names) == result["stored"] and all(n.startswith("kernelgrad-") for n in names)
 
 
 @pytest.mark.parametrize("n", [100, 1600])  # a dense program, and tiles (1600^2 pairs)

@@ -1,56 +1,46 @@
-"""JAX's persistent compilation cache, on by default for kernelgrad's own programs.
+"""kernelgrad's persistent cache of compiled programs, on by default for its NumPy calls.
 
-A new process pays 25-100 ms of XLA compilation per program and size bucket. JAX can keep
-compiled programs on disk and reload them, but only when a cache folder is configured, and
-by default it only stores programs that took over a second to compile, which none of
-kernelgrad's do. So kernelgrad compiles its programs through :func:`jit`, which runs them
-inside :func:`scope`: JAX's cache settings (folder, and a minimum compile time of
-:data:`MIN_COMPILE_SECONDS`) are set for that call only, through JAX's own context-local
-configuration. The user's global JAX configuration is never changed, and their own
-programs are not stored in kernelgrad's folder.
+A new process pays 25-100 ms of XLA compilation per program and size bucket. The programs
+of kernelgrad's NumPy calls are compiled ahead of time (:func:`kernelgrad.execution.engine.
+_executable`) through :func:`compile`, which keeps each one on disk, serialised by JAX's
+public ``jax.experimental.serialize_executable``, and loads it in the next process instead
+of compiling it again. Only programs that took :data:`MIN_COMPILE_SECONDS` or more to
+compile are stored. JAX's own configuration is never touched, and the user's programs never
+come here.
 
 * The folder is ``$XDG_CACHE_HOME/kernelgrad/jax`` (``~/.cache/kernelgrad/jax``).
 * ``KERNELGRAD_NO_COMPILE_CACHE=1`` (any value but ``""``/``"0"``/``"false"``/``"no"``)
   turns it off at import; :func:`disable` turns it off at run time.
-* A cache the user configured (``jax.config.update("jax_compilation_cache_dir", ...)`` or
-  ``JAX_COMPILATION_CACHE_DIR``) wins: kernelgrad's programs then go there, with the user's
-  thresholds.
+* A cache the user configured for JAX (``jax.config.update("jax_compilation_cache_dir",
+  ...)`` or ``JAX_COMPILATION_CACHE_DIR``) wins: kernelgrad then compiles the usual way
+  and JAX's cache, with the user's thresholds, serves its programs too. It is also the
+  only persistent cache for programs traced from JAX arrays (:func:`jit`), since JAX has no
+  public way to keep one for a subset of programs.
+* An entry is keyed on the program's text, its compile options, the JAX and jaxlib versions,
+  the backend, the device kind, ``XLA_FLAGS`` and the CPU's feature flags, so a folder
+  shared by several machines or versions never serves a program compiled for another.
+  An entry that fails to load is compiled afresh and replaced.
 
-As JAX warns, a compilation cache is trusted code: never point it at a folder that other
-users can write.
+A serialised executable is trusted code, as JAX warns for its own cache: never point the
+cache at a folder that other users can write.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import hashlib
 import os
+import platform
+import time
 from pathlib import Path
 
 import jax
+import jax.extend.backend
+import jaxlib
+from jax.experimental import serialize_executable
 
 from . import policy, xla_options
 from .identity import IdentityCache
-
-
-def _context_settings():
-    """JAX's context-local cache settings (context managers), or None where this JAX has none.
-
-    JAX exposes no public context-local form of them (``jax.config.update`` changes them for
-    the whole process), so they come from its private config module, guarded: a JAX that
-    moves them leaves kernelgrad working, with its persistent cache off (tested).
-    """
-    try:
-        from jax._src import config
-    except ImportError:
-        return None
-    names = ("compilation_cache_dir", "persistent_cache_min_compile_time_secs")
-    if not all(callable(getattr(config, name, None)) for name in names):
-        return None
-    return tuple(getattr(config, name) for name in names)
-
-
-_SETTINGS = _context_settings()
 
 #: Environment variable that turns kernelgrad's default cache off.
 ENV_DISABLE = "KERNELGRAD_NO_COMPILE_CACHE"
@@ -59,6 +49,9 @@ ENV_DISABLE = "KERNELGRAD_NO_COMPILE_CACHE"
 MIN_COMPILE_SECONDS = 0.02
 
 _FOLDER: str | None = None  # kernelgrad's own folder, while its cache is on
+
+#: Programs loaded from the folder, compiled, and stored in it, by this process.
+STATS = {"hits": 0, "misses": 0, "stored": 0}
 
 
 def default_folder() -> Path:
@@ -73,7 +66,7 @@ def disabled_by_env() -> bool:
 
 
 def user_configured() -> bool:
-    """Whether the user configured a compilation cache folder of their own."""
+    """Whether the user configured a JAX compilation cache folder of their own."""
     return bool(jax.config.jax_compilation_cache_dir)
 
 
@@ -85,13 +78,12 @@ def active_folder() -> str | None:
 def enable_default(folder: str | os.PathLike | None = None) -> str | None:
     """Cache kernelgrad's programs in ``folder`` (default :func:`default_folder`).
 
-    Returns the folder in use, or None when this JAX has no context-local cache settings,
-    the environment disabled it, the user configured their own cache (which then serves
-    kernelgrad too), or the folder cannot be created (a
-    read-only home directory must not break importing kernelgrad).
+    Returns the folder in use, or None when the environment disabled it, the user
+    configured a JAX cache of their own (which then serves kernelgrad too), or the folder
+    cannot be created (a read-only home directory must not break importing kernelgrad).
     """
     global _FOLDER
-    if _SETTINGS is None or disabled_by_env() or user_configured():
+    if disabled_by_env() or user_configured():
         return None
     path = Path(folder) if folder is not None else default_folder()
     try:
@@ -110,23 +102,84 @@ def disable() -> None:
     _FOLDER = None
 
 
-def scope():
-    """A context in which JAX compiles into kernelgrad's cache, if it is on."""
-    if _FOLDER is None or user_configured():
-        return contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    folder, min_seconds = _SETTINGS
-    stack.enter_context(folder(_FOLDER))
-    stack.enter_context(min_seconds(MIN_COMPILE_SECONDS))
-    return stack
+@functools.cache
+def _machine() -> str:
+    """What a compiled program depends on besides its text and options."""
+    device = jax.devices()[0]
+    parts = [jax.__version__, jaxlib.__version__, device.platform, device.device_kind]
+    parts.append(f"{len(jax.devices())} devices")
+    parts += [jax.extend.backend.get_backend().platform_version, platform.machine()]
+    try:  # XLA:CPU compiles for this CPU's instruction set
+        with open("/proc/cpuinfo") as fh:
+            parts += sorted({line for line in fh if line.startswith(("flags", "Features"))})
+    except OSError:
+        parts.append(platform.processor())
+    return "\n".join(parts)
+
+
+def _key(lowered, compiler_options) -> str:
+    digest = hashlib.sha256()
+    for part in (lowered.as_text(), repr(sorted((compiler_options or {}).items()))):
+        digest.update(part.encode())
+    digest.update(_machine().encode())
+    digest.update(os.environ.get("XLA_FLAGS", "").encode())
+    return f"kernelgrad-{digest.hexdigest()}"
+
+
+def compile(lowered, compiler_options=None):
+    """``lowered.compile(compiler_options)``, from kernelgrad's folder when it holds it.
+
+    With the cache off, or a user's own JAX cache configured, this is the plain compile.
+    """
+    folder = _FOLDER
+    if folder is None or user_configured():
+        return lowered.compile(compiler_options=compiler_options)
+    path = Path(folder) / _key(lowered, compiler_options)
+    try:
+        payload = path.read_bytes()
+    except OSError:
+        payload = None
+    if payload is not None:
+        try:
+            # The program runs on the default device, as compiling it would have it do (by
+            # default a process's every device would be asked for a shard).
+            exe = serialize_executable.deserialize_and_load(
+                payload, lowered.in_tree, lowered.out_tree, execution_devices=jax.devices()[:1]
+            )
+        except Exception:  # written by another version, or damaged: compile it again
+            pass
+        else:
+            STATS["hits"] += 1
+            return exe
+    began = time.perf_counter()
+    exe = lowered.compile(compiler_options=compiler_options)
+    STATS["misses"] += 1
+    if time.perf_counter() - began >= MIN_COMPILE_SECONDS:
+        _store(path, exe)
+    return exe
+
+
+def _store(path: Path, exe) -> None:
+    """Write ``exe`` to ``path`` atomically (a process reading it sees all of it or none)."""
+    try:
+        payload = serialize_executable.serialize(exe)[0]
+    except Exception:  # a program JAX cannot serialise (closed-over constant arrays)
+        return
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")
+    try:
+        part.write_bytes(payload)
+        os.replace(part, path)
+        STATS["stored"] += 1
+    except OSError:  # a full or read-only disk: run without storing
+        part.unlink(missing_ok=True)
 
 
 def jit(fun=None, **options):
     """``jax.jit`` for kernelgrad's own programs; a decorator.
 
-    Calls compile (or load) inside :func:`scope`, are traced anew under each
-    :mod:`kernelgrad.execution.policy`, and trace with NumPy-style rank promotion allowed: the rules
-    broadcast (n, d) against (d,) on purpose, and a user's strict
+    Calls are traced anew under each :mod:`kernelgrad.execution.policy`, and trace with
+    NumPy-style rank promotion allowed: the rules broadcast (n, d) against (d,) on purpose,
+    and a user's strict
     ``jax_numpy_rank_promotion`` is about their code, not ours. A call with a static
     ``method`` compiles with that method's options (:func:`.xla_options.for_method`).
     """
@@ -157,7 +210,7 @@ def jit(fun=None, **options):
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
-        with scope(), jax.numpy_rank_promotion("allow"):
+        with jax.numpy_rank_promotion("allow"):
             jitted = jitted_for(policy.current(), args, kwargs)
             try:
                 return jitted(*args, **kwargs)
@@ -182,12 +235,13 @@ def jit(fun=None, **options):
 __all__ = [
     "ENV_DISABLE",
     "MIN_COMPILE_SECONDS",
+    "STATS",
     "active_folder",
+    "compile",
     "default_folder",
     "disable",
     "disabled_by_env",
     "enable_default",
     "jit",
-    "scope",
     "user_configured",
 ]

@@ -108,7 +108,7 @@ def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = Fal
             Y = X if Y is None else Y
             return _namespace_call(op, method, treedef.unflatten(leaves), jnp, X, Y, W)
 
-        with compile_cache.scope(), local_x64(X.dtype), jax.numpy_rank_promotion("allow"):
+        with local_x64(X.dtype), jax.numpy_rank_promotion("allow"):
             if specialise:
                 # A new jit each time: a jit's trace cache does not know the policy.
                 def lower():
@@ -125,7 +125,7 @@ def _executable(op: str, method: str, kernel, X, Y, W, *, specialise: bool = Fal
                 exe = _without_leaves(_faster(lowered, (X, Y, W)))
             else:
                 lowered = jax.jit(program).lower(leaves, X, Y, W)
-                exe = lowered.compile(compiler_options=xla_options.for_method(method))
+                exe = compile_cache.compile(lowered, xla_options.for_method(method))
         _remember(executables, key, exe)
     if X.dtype == np.float64:
 
@@ -174,10 +174,10 @@ def _faster(lowered: list, args):
     """
     candidates = []
     for one in lowered:
-        candidates.append(one.compile())
+        candidates.append(compile_cache.compile(one))
         if jax.default_backend() == "cpu":
             try:
-                candidates.append(one.compile(compiler_options=xla_options.NO_YNN))
+                candidates.append(compile_cache.compile(one, xla_options.NO_YNN))
             except Exception:  # an XLA without the option: keep its default
                 pass
     if len(candidates) == 1:
