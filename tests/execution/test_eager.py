@@ -205,3 +205,17 @@ def test_the_factorised_rbf_grad_map_runs_eagerly_to_its_own_limit(rng):
             np.testing.assert_allclose(
                 kg.grad_sum(k, X), expected, rtol=0, atol=1e-12, err_msg=name
             )
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_explain_does_not_promise_the_eager_grad_for_a_nan_point(d, rng):
+    """explain answers as the call does: a NaN point leaves the eager grad (which checks
+    d > 1 points on its squared distances) for the general path, which names it."""
+    Y = rng.normal(size=(50, d)) if d > 1 else rng.normal(size=50)
+    x = Y[0].copy()
+    assert kg.explain("grad", kg.RBF(), x, Y).engine == "eager"
+    Y[7] = np.nan
+    for call in (kg.explain, lambda op, *args: getattr(kg, op)(*args)):
+        with pytest.raises(ValueError, match="non-finite value"):
+            call("grad", kg.RBF(), x, Y)
+    assert kg.explain("grad", kg.RBF(), x, Y, check_finite=False).engine == "eager"

@@ -170,7 +170,9 @@ def _one_point(k, x, Y, check_finite: bool):
 def applies(op: str, k, X, Y=None, weights=None, check_finite: bool = True) -> bool:
     """Whether ``op`` (``"grad"``, ``"gram"`` or ``"grad_sum"``) runs on this lean path."""
     if op == "grad":
-        return _one_point(k, X, Y, check_finite) is not None
+        found = _one_point(k, X, Y, check_finite)
+        # In d > 1 :func:`grad` checks finiteness on its squared distances; so does this.
+        return found is not None and (found[1] or not check_finite or all_finite(X, Y))
     if op == "gram":
         return _pairs(k, X, Y, weights, op, check_finite) is not None
     if op == "grad_sum":
