@@ -1,10 +1,10 @@
 """kernelgrad's persistent cache of compiled programs, on by default for its NumPy calls.
 
-A new process pays 25-100 ms of XLA compilation per program and size bucket. The programs
-of kernelgrad's NumPy calls are compiled ahead of time (:func:`kernelgrad.execution.engine.
-_executable`) through :func:`compile`, which keeps each one on disk, serialised by JAX's
-public ``jax.experimental.serialize_executable``, and loads it in the next process instead
-of compiling it again. Only programs that took :data:`MIN_COMPILE_SECONDS` or more to
+A new process pays 25-100 ms of XLA compilation per program and size bucket. The engine
+compiles the programs of kernelgrad's NumPy calls ahead of time, through :func:`compile`,
+which keeps each one on disk, serialised by JAX's public
+``jax.experimental.serialize_executable``, and loads it in the next process instead of
+compiling it again. Only programs that took :data:`MIN_COMPILE_SECONDS` or more to
 compile are stored. JAX's own configuration is never touched, and the user's programs never
 come here.
 
