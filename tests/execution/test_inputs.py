@@ -477,10 +477,12 @@ def test_one_dimensional_points_report_their_own_index_and_a_single_point_its_va
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
 def test_a_bad_single_point_in_several_dimensions_is_refused_on_the_lean_path(bad):
     # The lean grad in d > 1 checks its squared distances, not the points: a bad x makes
-    # every one of them non-finite, and the general path then names x.
+    # every one of them non-finite, and the general path then names x. explain's answer
+    # (eager.applies) checks the points themselves, so it says no as the call does.
     Y = np.linspace(-1.0, 1.0, 40).reshape(20, 2)
     x = np.array([0.5, bad])
-    assert eager.applies("grad", kg.RBF(), x, Y)
+    assert not eager.applies("grad", kg.RBF(), x, Y)
+    assert eager.applies("grad", kg.RBF(), x, Y, check_finite=False)
     with pytest.raises(ValueError, match=r"^x contains 1 non-finite .* at index 1\. "):
         kg.grad(kg.RBF(), x, Y)
     with np.errstate(invalid="ignore"):  # inf * 0 in the unchecked result: NumPy's warning
