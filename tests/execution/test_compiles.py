@@ -191,6 +191,28 @@ def test_a_process_with_several_devices_runs_its_entries_on_the_default_one(tmp_
     assert _run_fresh(tmp_path)["hits"] == 0  # one device: entries of its own
 
 
+def test_paused_compiles_neither_load_nor_store(tmp_path, monkeypatch):
+    """The bench's process compiles for real (compile_cache.paused), and the folder serves
+    again afterwards."""
+    if compile_cache.user_configured():
+        pytest.skip("a JAX cache of the user's serves instead")
+    monkeypatch.setattr(compile_cache, "_FOLDER", None)
+    assert compile_cache.enable_default(tmp_path) == str(tmp_path)
+    monkeypatch.setattr(compile_cache, "MIN_COMPILE_SECONDS", 0.0)
+    lowered = jax.jit(lambda a: jnp.sin(a) * 3.0).lower(np.ones(7, np.float32))
+    before = dict(compile_cache.STATS)
+    with compile_cache.paused():
+        assert compile_cache.active_folder() is None
+        compile_cache.compile(lowered)
+    assert compile_cache.STATS == before and list(tmp_path.iterdir()) == []
+    assert compile_cache.active_folder() == str(tmp_path)
+    compile_cache.compile(lowered)
+    exe = compile_cache.compile(lowered)
+    assert compile_cache.STATS["stored"] == before["stored"] + 1
+    assert compile_cache.STATS["hits"] == before["hits"] + 1
+    np.testing.assert_allclose(exe(np.ones(7, np.float32)), 3.0 * np.sin(np.ones(7)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("value", ["1", "true"])
 def test_environment_variable_turns_the_cache_off(tmp_path, value):
     result = _run_fresh(tmp_path, KERNELGRAD_NO_COMPILE_CACHE=value)

@@ -263,11 +263,10 @@ def run(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> Be
     """Run everything in :func:`plan`; ``on_step(description)`` is called before each step."""
     start = time.perf_counter()
     out = BenchResults(config, machine=machine_info(), versions=versions())
-    # Compiles in this process are real compiles, for every peer and every run: JAX decides
-    # once per process, at its first compile, whether to use a persistent cache (kernelgrad
-    # turns one on when imported), and the forum's users had none. Fresh processes measure
-    # what the cache buys kernelgrad.
-    with _no_persistent_cache():
+    # Compiles in this process are real compiles, for every peer and every run: neither
+    # JAX's persistent cache nor kernelgrad's own (on when imported) serves them, as the
+    # forum's users had none. Fresh processes measure what the cache buys kernelgrad.
+    with _no_persistent_cache(), compile_cache.paused():
         _run_steps(config, out, on_step)
     _ratios(out)
     out.elapsed_s = time.perf_counter() - start

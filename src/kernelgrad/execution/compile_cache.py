@@ -27,6 +27,7 @@ cache at a folder that other users can write.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -100,6 +101,18 @@ def disable() -> None:
     """Stop caching kernelgrad's programs (a user's own cache configuration is untouched)."""
     global _FOLDER
     _FOLDER = None
+
+
+@contextlib.contextmanager
+def paused():
+    """No loading or storing inside; the folder as it was afterwards (the bench's compiles
+    are real compiles for every approach)."""
+    global _FOLDER
+    folder, _FOLDER = _FOLDER, None
+    try:
+        yield
+    finally:
+        _FOLDER = folder
 
 
 @functools.cache
@@ -243,5 +256,6 @@ __all__ = [
     "disabled_by_env",
     "enable_default",
     "jit",
+    "paused",
     "user_configured",
 ]
