@@ -689,17 +689,28 @@ def _iterative_loss_and_grad(model_of, eta, X, b, obs, probes, *, rank, tol, max
     logdet = M.logdet() + jnp.mean(jnp.sum(Z * W, axis=0) * quad)
     value = 0.5 * (b @ alpha + logdet + N * jnp.log(2.0 * jnp.pi)) / N
 
-    def surrogate(eta):
+    V = jnp.concatenate([alpha[:, None], U], axis=1)
+
+    def surrogate(AV):
         # Its gradient is the likelihood's: 1/2 tr(A^-1 dA) - 1/2 alpha^T dA alpha, with
-        # alpha, U and W held fixed (forward mode: a few hyperparameters, no stored tiles).
-        m = model_of(eta)
-        c = eqx.tree_at(lambda c: c.kernel, cov, m.kernel)
-        nz = c.noise(m.value_noise, m.gradient_noise)
-        V = jnp.concatenate([alpha[:, None], U], axis=1)
-        AV = c.matvec(V) + nz[:, None] * V
+        # alpha, U and W held fixed.
         return 0.5 * (jnp.mean(jnp.sum(W * AV[:, 1:], axis=0)) - alpha @ AV[:, 0]) / N
 
-    return value, jax.jacfwd(surrogate)(eta), k
+    def kernel_part(eta_kernel):
+        kernel = model_of(eqx.tree_at(lambda e: e.kernel, eta, eta_kernel)).kernel
+        return surrogate(eqx.tree_at(lambda c: c.kernel, cov, kernel).matvec(V))
+
+    def noise_part(eta):
+        m = model_of(eta)
+        return surrogate(cov.noise(m.value_noise, m.gradient_noise)[:, None] * V)
+
+    # Forward mode through the matrix-free operator (no stored tiles), one tangent per
+    # kernel hyperparameter only: the noise enters A on its diagonal, so its gradient needs
+    # no product (tangents for both noises doubled the cost of an RBF's gradient).
+    grads = jax.grad(noise_part)(eta)
+    if jax.tree.leaves(eta.kernel):
+        grads = eqx.tree_at(lambda g: g.kernel, grads, jax.jacfwd(kernel_part)(eta.kernel))
+    return value, grads, k
 
 
 def fit(
@@ -717,7 +728,7 @@ def fit(
     fixed: Sequence[str] = (),
     method: str = "exact",
     probes: int = 16,
-    tol: float = 1e-5,
+    tol: float = 1e-2,
     maxiter: int = CG_MAXITER,
     quadrature: int = 50,
     preconditioner_rank: int | None = None,
@@ -741,8 +752,8 @@ def fit(
     log det M plus stochastic Lanczos quadrature over CG's own coefficients (the first
     ``quadrature`` of them), and the gradient of the log determinant, tr(A^-1 dA/dtheta), by
     Hutchinson's estimator on the same solves. The gradient is one forward-mode pass per
-    hyperparameter through the matrix-free operator: O(n^2 d) memory-free work, O(n d)
-    memory.
+    kernel hyperparameter through the matrix-free operator (the noises need none): O(n^2 d)
+    memory-free work, O(n d) memory.
 
     Args:
         gp: the starting point.
@@ -755,7 +766,11 @@ def fit(
         method: ``"exact"`` or ``"iterative"``.
         probes, tol, maxiter, quadrature, preconditioner_rank, seed: the iterative
             method's probe count, CG tolerance and cap, Lanczos quadrature length,
-            preconditioner rank (default the policy's; 0: Jacobi) and probe seed.
+            preconditioner rank (default the policy's; 0: Jacobi) and probe seed. The
+            default tol, 1e-2, is loose on purpose: the gradient is a stochastic estimate
+            whose probe noise dwarfs a 1e-2 solve's error. On benchmarks/iterative_fit.py
+            at n = 500 and 2000 (d = 20) it gave the same hyperparameters and losses as
+            1e-5, to 3 digits, in 40-45% of the CG iterations.
         on_step: called as ``on_step(step, loss)`` after every step: for a progress bar
             or a log on a long fit (an iterative step at 10^5 observations takes minutes).
 
