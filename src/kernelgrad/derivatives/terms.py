@@ -41,7 +41,7 @@ class Field(NamedTuple):
     """The vector field ``scale_a * u_ija``, u being "diff" (x_i - y_j), "x" or "y"."""
 
     kind: str
-    scale: Any  # (d,) or scalar
+    scale: Any  # (d,) or scalar, of one sign across the dimensions
 
 
 class Vec(NamedTuple):

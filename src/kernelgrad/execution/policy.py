@@ -151,6 +151,16 @@ class Policy:
     #: 2.3 s against 4.9 s in chunks of 16; 64 columns at n = 2000, d = 20 1.2 s against
     #: 1.8 s; 17 columns at n = 3000, d = 3 0.52 s against 1.7 s.
     gradient_rhs_chunk: int = 4
+    #: (rows, columns) and vectors at a time of the shared-coefficient tile (an RBF's
+    #: closed-form product, ``gradient_kernel.shared_tile``), whose (rows, chunk, cols)
+    #: array is 32 MB here. Against the per-vector tile's defaults above, interleaved on 2
+    #: cores (RBF, float64): 256 x 512 with all 17 vectors at once took 0.63, 0.66, 0.34 and
+    #: 0.53 of its time at (n, d, vectors) = (2048, 20, 17), (5000, 20, 17), (2000, 10, 4)
+    #: and (3000, 3, 17), 0.81 for one vector at (1000, 100), and 0.94-1.2 at (1000, 100,
+    #: 17) (noisy); 256 x 2048 did best at n = 5000 (0.55) and worse elsewhere. Chunks of
+    #: 16, 32 and 64 ran within noise of each other (0.61-0.71 at n = 2000, d = 20).
+    gradient_shared_blocks: tuple[int, int] = (256, 512)
+    gradient_shared_rhs_chunk: int = 32
     #: ``GradientGP.condition(method="auto")`` factorises the dense covariance up to this
     #: many observations: 4000^2 float64 is 128 MB and a second of work.
     cholesky_max: int = 4000
@@ -168,9 +178,15 @@ CPU = Policy()
 
 #: GPUs want bigger tiles to fill the device: 1024 x 8192 is 8M pairs per step
 #: (``benchmarks/gpu_scale.py`` sweeps others), and more right-hand sides at a time (the
-#: CPU's earlier 16, not measured on a GPU). Everything else is the CPU's until measured.
+#: CPU's earlier 16, not measured on a GPU; the shared tile's (rows, chunk, cols) array is
+#: then 256 MB of float64). Everything else is the CPU's until measured.
 GPU = dataclasses.replace(
-    CPU, tile_blocks=(1024, 8192), gradient_closed_blocks=(1024, 8192), gradient_rhs_chunk=16
+    CPU,
+    tile_blocks=(1024, 8192),
+    gradient_closed_blocks=(1024, 8192),
+    gradient_rhs_chunk=16,
+    gradient_shared_blocks=(1024, 2048),
+    gradient_shared_rhs_chunk=16,
 )
 
 _chosen: contextvars.ContextVar[Policy | None] = contextvars.ContextVar(

@@ -148,6 +148,154 @@ def closed_tile(kernel: AbstractKernel):
     return tile_fn
 
 
+def _factors(f: Field, X, Xc, Y, Yc):
+    """(R, (sign, Z)) with f_ija = s_a (R_ia + sign Z_ja): R is None for "y", Z for "x"."""
+    return {"x": X, "diff": Xc}.get(f.kind), {"y": (1.0, Y), "diff": (-1.0, Yc)}.get(f.kind)
+
+
+class _Products:
+    """coef @ W for every (coef, W) asked, one matmul per coefficient array: a tile's
+    (rows, cols) coefficients are read once however many weight matrices meet them."""
+
+    def __init__(self):
+        self._asked: dict = {}  # id(coef) -> (coef, {id(W): W})
+        self._done: dict = {}
+
+    def ask(self, coef, W):
+        """A handle for coef @ W, (rows, *W.shape[1:]); read it with [] after :meth:`run`."""
+        self._asked.setdefault(id(coef), (coef, {}))[1].setdefault(id(W), W)
+        return id(coef), id(W)
+
+    def run(self):
+        for key, (coef, Ws) in self._asked.items():
+            flat = [W.reshape(W.shape[0], -1) for W in Ws.values()]
+            out = terms.matmul(jnp, coef, jnp.concatenate(flat, axis=1))
+            parts = jnp.split(out, np.cumsum([w.shape[1] for w in flat])[:-1], axis=1)
+            for (wid, W), part in zip(Ws.items(), parts, strict=True):
+                self._done[key, wid] = part.reshape(part.shape[0], *W.shape[1:])
+
+    def __getitem__(self, handle):
+        return self._done[handle]
+
+
+class _Weight:
+    """A sum over terms sharing one coefficient array: coef_ij times (w_jc, a column
+    weight, plus sum over separable parts of R_i . (s V1_jc))."""
+
+    def __init__(self, coef):
+        self.coef, self.w, self.separable = coef, None, []
+
+    def add(self, w, separable):
+        if w is not None:
+            self.w = w if self.w is None else self.w + w
+        if separable is not None:
+            self.separable.append(separable)
+
+
+def shared_tile(kernel: AbstractKernel):
+    """``tile_fn((X, Xc), (Y, Yc), (v0, V1)) -> (rows, (1 + d) p)``: the closed-form product
+    with p vectors at once, v0 (cols, p) their values and V1 (cols, d, p) their gradients,
+    for tiles whose terms share their coefficient arrays (an RBF's: see :func:`_shared`).
+
+    Row i is ``[value part (p), gradient part (d, p)]``, flattened. The terms of
+    ``kernel.tile(..., order=2)`` meet the vectors through weights: a dx term through
+    coef_ij v0_jc, a dy or rank-one term through coef_ij (v_ij . V1_jc), which splits into
+    a column weight and R_i . (s V1_jc), R = X or X - centre. Summed over j, each is a
+    matmul with the coefficients, batched per coefficient array (:class:`_Products`), but
+    one: sum_j coef_ij (R_i . s V1_jc) Z_j against a field u = ... + Z_j, for which alone a
+    (rows, p, cols) array is formed. Terms that share a coefficient array and a field (all
+    of an RBF's) are summed before any matmul: for an RBF, one matmul of the value with
+    [v, V, Z (x) v] (2 d p + p columns) and the two of the (rows, p, cols) array, where
+    :func:`closed_tile` takes three matmuls and four elementwise passes over
+    (rows, cols) arrays per vector.
+    """
+
+    def tile_fn(rows, cols, weights):
+        (X, Xc), (Y, Yc), (v0, V1) = rows, cols, weights
+        d, p = V1.shape[1], V1.shape[2]
+        t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
+
+        def scale(s):
+            return jnp.broadcast_to(s, (d,))[None, :, None]
+
+        def projected(f):
+            """(column weight, separable part) of sum_b f_ijb V1_jbc."""
+            R, Z = _factors(f, X, Xc, Y, Yc)
+            # Sums over d of (cols or rows, d, p) arrays: elementwise, exact in any precision.
+            w = None if Z is None else Z[0] * jnp.sum(Z[1][:, :, None] * scale(f.scale) * V1, 1)
+            return w, None if R is None else (R, f.scale)
+
+        values, gradients = {}, {}  # id(coef) -> _Weight; (id(coef), id(u)) -> (u, _Weight)
+        values.setdefault(id(t.value), _Weight(t.value)).add(v0, None)
+        for vec in t.dy:
+            values.setdefault(id(vec.coef), _Weight(vec.coef)).add(*projected(vec.field))
+        for vec in t.dx:
+            key = id(vec.coef), id(vec.field)
+            gradients.setdefault(key, (vec.field, _Weight(vec.coef)))[1].add(v0, None)
+        for o in t.outer:
+            key = id(o.coef), id(o.u)
+            gradients.setdefault(key, (o.u, _Weight(o.coef)))[1].add(*projected(o.v))
+
+        products = _Products()
+
+        def total(weight):
+            """A thunk for sum_j weight_ijc: (rows, p)."""
+            hw = None if weight.w is None else products.ask(weight.coef, weight.w)
+            hv = products.ask(weight.coef, V1) if weight.separable else None
+
+            def read():
+                out = 0.0 if hw is None else products[hw]
+                for R, s in weight.separable:
+                    out = out + jnp.sum(R[:, :, None] * scale(s) * products[hv], axis=1)
+                return out
+
+            return read
+
+        def moment(weight, Z):
+            """A thunk for sum_j weight_ijc Z_ja: (rows, d, p)."""
+            w = weight.w
+            hw = None if w is None else products.ask(weight.coef, Z[:, :, None] * w[:, None, :])
+
+            def read():
+                out = 0.0 if hw is None else products[hw]
+                if weight.separable:
+                    # Two plain matmuls: Q (rows, p, cols) = R (s V1)^T, the vectors outer
+                    # to the columns, then (coef Q) Z with rows x p rows.
+                    r, c = X.shape[0], Z.shape[0]
+                    Q = 0.0
+                    for R, s in weight.separable:
+                        Vt = (scale(s) * V1).transpose(2, 0, 1).reshape(p * c, d)
+                        Q = Q + terms.matmul(jnp, R, Vt.T)
+                    H = (weight.coef[:, None, :] * Q.reshape(r, p, c)).reshape(r * p, c)
+                    out = out + terms.matmul(jnp, H, Z).reshape(r, p, d).transpose(0, 2, 1)
+                return out
+
+            return read
+
+        def contract(u, weight):
+            """A thunk for sum_j weight_ijc u_ija = s_a (R_ia total + sign moment)."""
+            R, Z = _factors(u, X, Xc, Y, Yc)
+            rowsum = None if R is None else total(weight)
+            mom = None if Z is None else moment(weight, Z[1])
+
+            def read():
+                out = 0.0 if R is None else R[:, :, None] * rowsum()[:, None, :]
+                return scale(u.scale) * (out if Z is None else out + Z[0] * mom())
+
+            return read
+
+        parts0 = [total(weight) for weight in values.values()]
+        parts1 = [contract(u, weight) for u, weight in gradients.values()]
+        diagonal = [(g.scale, products.ask(g.coef, V1)) for g in t.diagonal]
+        products.run()
+        out0 = sum(read() for read in parts0)
+        out1 = sum(read() for read in parts1) + sum(scale(s) * products[h] for s, h in diagonal)
+        out1 = jnp.broadcast_to(out1, (X.shape[0], d, p)).reshape(X.shape[0], d * p)
+        return jnp.concatenate([jnp.broadcast_to(out0, (X.shape[0], p)), out1], axis=1)
+
+    return tile_fn
+
+
 def ad_tile(kernel: AbstractKernel, method: str):
     """The matvec tile by AD: a JVP in y, then a VJP ("reverse") or d JVPs ("forward") in x."""
 
@@ -178,18 +326,37 @@ def ad_tile(kernel: AbstractKernel, method: str):
 # --------------------------------------------------------------------------- jitted programs
 
 
-def _blocks(method, row_block, col_block):
-    """The tile shape: the caller's, else the policy's for the closed form or for AD (whose
-    tape holds rows x cols x d numbers, where the closed form's blocks hold rows x cols)."""
+def _shared(kernel, method) -> bool:
+    """Whether the product takes :func:`shared_tile`: for a kernel whose order-2 tile has one
+    coefficient array, the RBF's (n = 1000-5000, d = 10-100, 1-17 vectors, interleaved: 0.96
+    to 0.48 of :func:`closed_tile`'s time, the most at small d and many vectors). Where the
+    terms have coefficients of their own (Matern 5/2) the shared tile's extra matmuls cost
+    more than it saves from d = 100 (1.5-1.85x slower), so they keep the per-vector tile."""
+    return method == "closed" and getattr(kernel, "gaussian_profile", False)
+
+
+def _blocks(method, shared, row_block, col_block):
+    """The tile shape: the caller's, else the policy's for the tile in use (the AD tape
+    holds rows x cols x d numbers, the closed tiles' blocks rows x cols or rows x p x cols)."""
     chosen = policy.current()
-    rows, cols = chosen.gradient_closed_blocks if method == "closed" else chosen.gradient_ad_blocks
+    if shared:
+        rows, cols = chosen.gradient_shared_blocks
+    elif method == "closed":
+        rows, cols = chosen.gradient_closed_blocks
+    else:
+        rows, cols = chosen.gradient_ad_blocks
     return row_block or rows, col_block or cols
 
 
 def _rows(kernel, X, Xc, Y, Yc, v0, V1, *, method, row_block, col_block):
-    """Row i of the product, ``[value part, gradient part]``: (n, 1 + d). Row-local in X."""
-    tile_fn = closed_tile(kernel) if method == "closed" else ad_tile(kernel, method)
-    rows, cols = _blocks(method, row_block, col_block)
+    """Row i of the product, ``[value part, gradient part]``: (n, 1 + d), or (n, (1 + d) p)
+    for the shared tile's p vectors. Row-local in X."""
+    shared = _shared(kernel, method)
+    if shared:
+        tile_fn = shared_tile(kernel)
+    else:
+        tile_fn = closed_tile(kernel) if method == "closed" else ad_tile(kernel, method)
+    rows, cols = _blocks(method, shared, row_block, col_block)
     return tiled_row_reduce(tile_fn, (X, Xc), (Y, Yc), (v0, V1), row_block=rows, col_block=cols)
 
 
@@ -217,24 +384,35 @@ def joint_matvec(kernel, X, Y, v, *, method, row_block=None, col_block=None, mes
             out_specs=P(sharding.AXIS),
         )
 
-    def one(v):
+    def shared(V):  # (m (d + 1), p) -> (n (d + 1), p): all p vectors in each tile
+        p = V.shape[1]
+        out = rows(X, Xc, Y, Yc, V[:m], V[m:].reshape(m, d, p))[:n]
+        return jnp.concatenate([out[:, :p], out[:, p:].reshape(n * d, p)])
+
+    def one(v):  # (m (d + 1),) -> (n (d + 1),)
         out = rows(X, Xc, Y, Yc, v[:m], v[m:].reshape(m, d))[:n]
         return jnp.concatenate([out[:, 0], out[:, 1:].reshape(n * d)])
 
-    if v.ndim == 1:
-        return one(v)
-    # Several right-hand sides share the tiles' coefficients (vmap), but a tile's batched
-    # intermediates grow with their number: take them a chunk at a time, in sequence, and
-    # the columns left over in one smaller batch (padding 17 columns to two chunks of 16
-    # doubled the work of an iterative fit's products).
-    vmapped = jax.vmap(one, in_axes=1, out_axes=1)
+    chosen = policy.current()
+    if _shared(kernel, method):
+        batched, chunk = shared, chosen.gradient_shared_rhs_chunk
+        if v.ndim == 1:
+            return shared(v[:, None])[:, 0]
+    else:
+        # Several right-hand sides share the tiles' coefficients (vmap); one column (a CG
+        # solve for one right-hand side) runs unbatched: conditioning at n = 1000, d = 100
+        # took 4.1 s (337 products) vmapped over it, 3.6 s without.
+        vmapped, chunk = jax.vmap(one, in_axes=1, out_axes=1), chosen.gradient_rhs_chunk
+        if v.ndim == 1:
+            return one(v)
 
-    def batched(v):
-        # One column (a CG solve for one right-hand side) runs unbatched: conditioning at
-        # n = 1000, d = 100 took 4.1 s (337 products) vmapped over it, 3.6 s without.
-        return one(v[:, 0])[:, None] if v.shape[1] == 1 else vmapped(v)
+        def batched(v):
+            return one(v[:, 0])[:, None] if v.shape[1] == 1 else vmapped(v)
 
-    p, chunk = v.shape[1], policy.current().gradient_rhs_chunk
+    # A tile's batched intermediates grow with the number of vectors: take them a chunk at
+    # a time, in sequence, and the columns left over in one smaller batch (padding 17
+    # columns to two chunks of 16 doubled the work of an iterative fit's products).
+    p = v.shape[1]
     if p <= chunk:
         return batched(v)
     whole = p // chunk * chunk

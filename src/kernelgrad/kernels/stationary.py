@@ -109,6 +109,18 @@ class AbstractStationaryKernel(AbstractKernel):
         value = v * self.f(xp, s, params) if need_value or order != 1 else None
         if order == 0:
             return terms.Tile(value)
+        if order == 2 and self.gaussian_profile:
+            # f' = -f / 2 and f'' = f / 4: every term's coefficient is the value itself, its
+            # factors in the fields' scales. Consumers that batch by coefficient array and
+            # field (the gradient-kernel products) then read one (n, m) array, not four.
+            plus, minus = terms.Field("diff", w), terms.Field("diff", -w)
+            return terms.Tile(
+                value,
+                (terms.Vec(value, minus),),
+                (terms.Vec(value, plus),),
+                (terms.Outer(value, minus, plus),),
+                (terms.Diagonal(value, w),),
+            )
         slope = v * self.df(xp, s, params)
         diff = terms.Field("diff", w)
         dx = (terms.Vec(2.0 * slope, diff),)
