@@ -123,8 +123,9 @@ def test_closed_matvec_never_allocates_the_n_m_d_squared_blocks():
 
 
 def test_many_right_hand_sides_are_taken_in_chunks_with_the_same_product(rng, policy_with):
-    """Seven columns in chunks of two (the last one ragged) against the dense product."""
-    policy_with(gradient_rhs_chunk=2)
+    """Seven columns in chunks (the last one ragged; for the RBF's shared tile a single
+    column, which takes the per-vector tile) against the dense product."""
+    policy_with(gradient_rhs_chunk=2, gradient_shared_rhs_chunk=3)
     X, Y = sample_points(rng, 9, 3), sample_points(rng, 7, 3)
     cases = [(kg.RBF(lengthscale=0.8), "closed"), (BY_ID["pair_rbf"].kernel, "reverse")]
     for kernel, mode in cases:
@@ -144,8 +145,8 @@ def test_many_right_hand_sides_keep_the_memory_of_a_few():
             kg.RBF(lengthscale=3.0), X, X, V, method="closed", row_block=None, col_block=None
         ).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
-    rows, cols = kg.policy.current().gradient_closed_blocks
-    tile = rows * cols * kg.policy.current().gradient_rhs_chunk * 8
+    rows, cols = kg.policy.current().gradient_shared_blocks  # an RBF's: the shared tile
+    tile = rows * cols * kg.policy.current().gradient_shared_rhs_chunk * 8
     assert temp < 8 * tile + 4 * n * (d + 1) * p * 8, f"{temp / 1e9:.1f} GB of temporaries"
     assert temp < rows * cols * p * 8  # one tile of every column at once
 

@@ -326,13 +326,15 @@ def ad_tile(kernel: AbstractKernel, method: str):
 # --------------------------------------------------------------------------- jitted programs
 
 
-def _shared(kernel, method) -> bool:
-    """Whether the product takes :func:`shared_tile`: for a kernel whose order-2 tile has one
-    coefficient array, the RBF's (n = 1000-5000, d = 10-100, 1-17 vectors, interleaved: 0.96
-    to 0.48 of :func:`closed_tile`'s time, the most at small d and many vectors). Where the
-    terms have coefficients of their own (Matern 5/2) the shared tile's extra matmuls cost
-    more than it saves from d = 100 (1.5-1.85x slower), so they keep the per-vector tile."""
-    return method == "closed" and getattr(kernel, "gaussian_profile", False)
+def _shared(kernel, method, v) -> bool:
+    """Whether the product takes :func:`shared_tile`: for several vectors and a kernel whose
+    order-2 tile has one coefficient array, the RBF's (n = 2000-5000, d = 3-20, 4-17 vectors,
+    interleaved: 0.34 to 0.66 of :func:`closed_tile`'s time). One vector keeps the per-vector
+    tile: CG's conditioning at n = 1000, d = 100 took 10.7 s against 8.1 s through the
+    shared one. Where the terms have coefficients of their own (Matern 5/2) its extra
+    matmuls cost more than it saves from d = 100 (1.5x slower with 17 vectors)."""
+    several = v.ndim == 2 and v.shape[1] > 1
+    return several and method == "closed" and getattr(kernel, "gaussian_profile", False)
 
 
 def _blocks(method, shared, row_block, col_block):
@@ -351,7 +353,7 @@ def _blocks(method, shared, row_block, col_block):
 def _rows(kernel, X, Xc, Y, Yc, v0, V1, *, method, row_block, col_block):
     """Row i of the product, ``[value part, gradient part]``: (n, 1 + d), or (n, (1 + d) p)
     for the shared tile's p vectors. Row-local in X."""
-    shared = _shared(kernel, method)
+    shared = V1.ndim == 3  # p vectors at once: from :func:`_shared`
     if shared:
         tile_fn = shared_tile(kernel)
     else:
@@ -394,10 +396,11 @@ def joint_matvec(kernel, X, Y, v, *, method, row_block=None, col_block=None, mes
         return jnp.concatenate([out[:, 0], out[:, 1:].reshape(n * d)])
 
     chosen = policy.current()
-    if _shared(kernel, method):
-        batched, chunk = shared, chosen.gradient_shared_rhs_chunk
-        if v.ndim == 1:
-            return shared(v[:, None])[:, 0]
+    if _shared(kernel, method, v):
+        chunk = chosen.gradient_shared_rhs_chunk
+
+        def batched(v):  # a leftover single column takes the per-vector tile
+            return shared(v) if v.shape[1] > 1 else one(v[:, 0])[:, None]
     else:
         # Several right-hand sides share the tiles' coefficients (vmap); one column (a CG
         # solve for one right-hand side) runs unbatched: conditioning at n = 1000, d = 100
