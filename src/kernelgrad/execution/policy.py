@@ -156,9 +156,9 @@ class Policy:
     #: array is 32 MB here. Against the per-vector tile's defaults above, interleaved on 2
     #: cores (RBF, float64): 256 x 512 with all 17 vectors at once took 0.63, 0.66, 0.34 and
     #: 0.53 of its time at (n, d, vectors) = (2048, 20, 17), (5000, 20, 17), (2000, 10, 4)
-    #: and (3000, 3, 17), 0.81 for one vector at (1000, 100), and 0.94-1.2 at (1000, 100,
-    #: 17) (noisy); 256 x 2048 did best at n = 5000 (0.55) and worse elsewhere. Chunks of
-    #: 16, 32 and 64 ran within noise of each other (0.61-0.71 at n = 2000, d = 20).
+    #: and (3000, 3, 17), and 0.94-1.2 at (1000, 100, 17) (noisy); 256 x 2048 did best at
+    #: n = 5000 (0.55) and worse elsewhere. Chunks of 16, 32 and 64 ran within noise of
+    #: each other (0.61-0.71 at n = 2000, d = 20). One vector keeps the per-vector tile.
     gradient_shared_blocks: tuple[int, int] = (256, 512)
     gradient_shared_rhs_chunk: int = 32
     #: ``GradientGP.condition(method="auto")`` factorises the dense covariance up to this
