@@ -112,7 +112,7 @@ def _field_dot(xp, u: terms.Field, v: terms.Field, X, Y, Xc, Yc):
     if kinds == ["diff", "diff"]:
         # Products of inverse squared lengthscales, of one sign (a field's scale has one:
         # see terms.Field): a squared distance, negated for a negative product.
-        sign = xp.where(xp.sum(s) < 0, -1.0, 1.0)
+        sign = xp.sign(xp.sum(s))  # in s.dtype; 0 only where every scale is 0
         return sign * terms.squared_distance(xp, X, Y, Xc, Yc, sign * s)
     row_norms = xp.sum(s * X * X, axis=1)[:, None]  # sum_a s_a x_ia^2: (n, 1)
     col_norms = xp.sum(s * Y * Y, axis=1)[None, :]  # sum_a s_a y_ja^2: (1, m)
