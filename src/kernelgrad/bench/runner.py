@@ -91,9 +91,12 @@ class BenchConfig:
     #: Before the timed calls every peer makes this many untimed calls, or as many as fit
     #: in warmup_s: steady state is the state a loop at fixed n reaches. (kernelgrad runs
     #: exact-size programs for sizes called the policy's hot_calls times; JAX peers reach their
-    #: steady state after the first call, NumPy at once.)
+    #: steady state after the first call, NumPy at once.) At 0.25 s, kernelgrad's 5 ms grad
+    #: map at n = 3000, d = 1 stopped short of its 64th call, so its size turned hot (one
+    #: compile and a timed choice of programs) inside its timed calls: 9 calls with a median
+    #: of 7.6 ms, where its steady state takes 3.7 ms. 0.5 s covers 64 calls of 7 ms.
     warmup_calls: int = 64
-    warmup_s: float = 0.25
+    warmup_s: float = 0.5
     min_repeats: int = 3
     max_repeats: int = 300
     fresh_timeout_s: float = 120.0
