@@ -51,35 +51,41 @@ from ..kernels import AbstractKernel
 # --------------------------------------------------------------------------- tile functions
 
 
+def _factors(f: Field, X, Xc, Y, Yc):
+    """(R, (sign, Z)) with f_ija = s_a (R_ia + sign Z_ja): R is None for "y", Z for "x".
+
+    Every product of a field with weights splits along these two parts, the rows' and the
+    columns', each a matmul or a sum over d."""
+    return {"x": X, "diff": Xc}.get(f.kind), {"y": (1.0, Y), "diff": (-1.0, Yc)}.get(f.kind)
+
+
+def _scale(term, d: int):
+    """A field's or a diagonal term's per-dimension scale as a (1, d) row."""
+    return jnp.broadcast_to(term.scale, (d,))[None, :]
+
+
 def _project(f: Field, X, Y, Xc, Yc, V1):
     """P[i, j] = sum_b f_ijb V1_jb: (rows, cols), or (1, cols) for a field of y alone."""
-    Vs = V1 * jnp.broadcast_to(f.scale, (X.shape[1],))[None, :]
-    if f.kind == "y":
-        return jnp.sum(Y * Vs, axis=1)[None, :]
-    if f.kind == "x":
-        return terms.matmul(jnp, X, Vs.T)
-    return terms.matmul(jnp, Xc, Vs.T) - jnp.sum(Yc * Vs, axis=1)[None, :]
+    Vs = V1 * _scale(f, X.shape[1])
+    R, Z = _factors(f, X, Xc, Y, Yc)
+    out = 0.0 if R is None else terms.matmul(jnp, R, Vs.T)
+    return out if Z is None else out + Z[0] * jnp.sum(Z[1] * Vs, axis=1)[None, :]
 
 
 def _contract(f: Field, A, X, Y, Xc, Yc):
     """R[i, a] = sum_j A_ij f_ija: (rows, d)."""
-    scale = jnp.broadcast_to(f.scale, (X.shape[1],))[None, :]
-    if f.kind == "y":
-        return scale * terms.matmul(jnp, A, Y)
-    rowsum = jnp.sum(A, axis=1)[:, None]
-    if f.kind == "x":
-        return scale * X * rowsum
-    return scale * (Xc * rowsum - terms.matmul(jnp, A, Yc))
+    R, Z = _factors(f, X, Xc, Y, Yc)
+    out = 0.0 if R is None else R * jnp.sum(A, axis=1)[:, None]
+    out = out if Z is None else out + Z[0] * terms.matmul(jnp, A, Z[1])
+    return _scale(f, X.shape[1]) * out
 
 
 def _project_rows(f: Field, X, Y, Xc, Yc, U):
     """P[i, j] = sum_a f_ija U_ia: (rows, cols), or (rows, 1) for a field of x alone."""
-    Us = U * jnp.broadcast_to(f.scale, (X.shape[1],))[None, :]
-    if f.kind == "x":
-        return jnp.sum(X * Us, axis=1)[:, None]
-    if f.kind == "y":
-        return terms.matmul(jnp, Us, Y.T)
-    return jnp.sum(Xc * Us, axis=1)[:, None] - terms.matmul(jnp, Us, Yc.T)
+    Us = U * _scale(f, X.shape[1])
+    R, Z = _factors(f, X, Xc, Y, Yc)
+    out = 0.0 if R is None else jnp.sum(R * Us, axis=1)[:, None]
+    return out if Z is None else out + Z[0] * terms.matmul(jnp, Us, Z[1].T)
 
 
 @compile_cache.jit
@@ -101,8 +107,7 @@ def functional_dense(kernel, X, a, U, Y, b, V):
     for o in t.outer:  # U^T (coef u v^T) V
         out = out + o.coef * _project_rows(o.u, X, Y, Xc, Yc, U) * _project(o.v, X, Y, Xc, Yc, V)
     for g in t.diagonal:
-        scale = jnp.broadcast_to(g.scale, (X.shape[1],))[None, :]
-        out = out + g.coef * terms.matmul(jnp, U * scale, V.T)
+        out = out + g.coef * terms.matmul(jnp, U * _scale(g, X.shape[1]), V.T)
     return out
 
 
@@ -141,16 +146,10 @@ def closed_tile(kernel: AbstractKernel):
         for f, A in weight_of.values():
             out1 = out1 + _contract(f, A, X, Y, Xc, Yc)
         for g in t.diagonal:
-            scale = jnp.broadcast_to(g.scale, (X.shape[1],))[None, :]
-            out1 = out1 + scale * terms.matmul(jnp, g.coef, V1)
+            out1 = out1 + _scale(g, X.shape[1]) * terms.matmul(jnp, g.coef, V1)
         return jnp.concatenate([out0, out1], axis=1)
 
     return tile_fn
-
-
-def _factors(f: Field, X, Xc, Y, Yc):
-    """(R, (sign, Z)) with f_ija = s_a (R_ia + sign Z_ja): R is None for "y", Z for "x"."""
-    return {"x": X, "diff": Xc}.get(f.kind), {"y": (1.0, Y), "diff": (-1.0, Yc)}.get(f.kind)
 
 
 class _Products:
