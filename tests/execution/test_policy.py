@@ -6,7 +6,9 @@ choice change through ``kg.explain`` (or the result stay the same), then change 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 import threading
 
 import numpy as np
@@ -93,3 +95,14 @@ def test_use_is_local_to_its_thread_and_refuses_non_policies():
     with pytest.raises(TypeError, match=r"dataclasses\.replace"):
         with kg.policy.use({"hot_calls": 5}):
             pass
+
+
+def test_equal_policies_hash_alike_and_a_copy_does_not_carry_the_cached_hash():
+    first, second = _changed(hot_calls=5), _changed(hot_calls=5)
+    hash(first)  # caches it on the object
+    assert first == second and hash(first) == hash(second)
+    assert {first: "kept"}[second] == "kept"
+    assert first != _changed(hot_calls=6)
+    for twin in (pickle.loads(pickle.dumps(first)), copy.copy(first), copy.deepcopy(first)):
+        assert "_hash" not in vars(twin)
+        assert twin == first and hash(twin) == hash(first)

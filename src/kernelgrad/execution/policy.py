@@ -182,6 +182,10 @@ class Policy:
             object.__setattr__(self, "_hash", value)
             return value
 
+    def __getstate__(self) -> dict:
+        # The cached hash stays in its process: hash(None) differs from one to the next.
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
 
 #: Measured on 2-core x86 CPUs (see each field).
 CPU = Policy()
