@@ -243,13 +243,10 @@ def _factorised(op: str, method: str, p: Problem):
     """(method, X, Y) for a tiled reduction: ``"gaussian"`` with X and Y centred on the host
     where :mod:`kernelgrad.execution.gaussian`'s factorisation applies (closed-form grad_sum
     and gram_matvec of an RBF on host points within its range), else as they came."""
-    if (
-        op in ("grad_sum", "gram_matvec")
-        and method == "closed"
-        and _on_host(p)
-        and gaussian.factorises(p.kernel, p.X, None if p.same else p.Y)
-    ):
-        return ("gaussian", *gaussian.centred(np.asarray(p.X), np.asarray(p.Y)))
+    if op in ("grad_sum", "gram_matvec") and method == "closed" and _on_host(p):
+        centred = gaussian.centred_in_range(p.kernel, p.X, None if p.same else p.Y)
+        if centred is not None:
+            return ("gaussian", *centred)
     return method, p.X, p.Y
 
 

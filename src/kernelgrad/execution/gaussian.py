@@ -62,16 +62,23 @@ def factorises(kernel, X, Y=None) -> bool:
     """Whether ``kernel``'s grad map on the concrete points X (against Y, default X) may use
     the factorisation: a Gaussian profile with concrete hyperparameters, and no point so far
     from the centre (the mean of Y) that exp(z_i . z_j) could overflow."""
+    return centred_in_range(kernel, X, Y) is not None
+
+
+def centred_in_range(kernel, X, Y=None):
+    """:func:`centred` of X and Y (default X) where :func:`factorises` says yes, else None:
+    the range check is made on the centred points themselves."""
     root = _ROOT_SCALES.get(kernel, _root_scale, keep=lambda known: known is not None)
     if root is None:
-        return False
+        return None
     X = np.asarray(X)
     Y = X if Y is None else np.asarray(Y)
-    centre = Y.mean(axis=0)
-    return all(
-        in_range(0.5 * np.max(np.sum(np.square((P - centre) * root), axis=1), initial=0.0), X.dtype)
-        for P in ((X,) if Y is X else (X, Y))
-    )
+    centred_points = centred(X, Y)
+    for c in centred_points[:1] if Y is X else centred_points:
+        half_sq = 0.5 * np.max(np.sum(np.square(c * root), axis=1), initial=0.0)
+        if not in_range(half_sq, X.dtype):
+            return None
+    return centred_points
 
 
 def in_range(max_half_sq_norm: float, dtype) -> bool:
@@ -109,4 +116,12 @@ def parts(kernel, X, Y, w, *, centre: bool = True):
     return ZX, ZY, cX, RY, aX, coefficient
 
 
-__all__ = ["MAX_HALF_SQ_NORM", "centred", "factorises", "in_range", "parts", "scaled"]
+__all__ = [
+    "MAX_HALF_SQ_NORM",
+    "centred",
+    "centred_in_range",
+    "factorises",
+    "in_range",
+    "parts",
+    "scaled",
+]
