@@ -9,8 +9,10 @@ f(x) = sum_a sin(3 x_a) / 10, n (d + 1) observations, with noise variance 1e-3 o
 under an RBF of two lengthscales: 5 (the points are about 14 apart, so the covariance is
 close to diagonal) and sqrt(d) (strongly correlated). ``GradientGP.condition(method="cg",
 tol=1e-6)`` runs once to compile and is then timed once per preconditioner rank (0:
-Jacobi, else a pivoted Cholesky of that rank). Printed: seconds, CG iterations and the
-final relative residual.
+Jacobi, else a pivoted Cholesky of that rank), and with Jacobi once more with
+``mixed_precision=True`` (float32 solves refined in float64). Printed: seconds, CG
+iterations (float32 and float64 together), float32 refinements and the final relative
+residual of the float64 system.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ def main() -> None:
     print(f"n = {n}, d = {d}: {n * (d + 1)} observations, tol 1e-6")
     for lengthscale in (5.0, float(np.sqrt(d))):
         gp = kg.GradientGP(kg.RBF(lengthscale=lengthscale), 1e-3, 1e-3)
-        for rank in args.ranks:
+        runs = [(rank, False) for rank in args.ranks] + [(0, True)]
+        for rank, mixed in runs:
 
-            def condition(rank=rank, gp=gp):
-                return gp.condition(X, y, G, method="cg", tol=1e-6, preconditioner_rank=rank)
+            def condition(rank=rank, mixed=mixed, gp=gp):
+                return gp.condition(
+                    X, y, G, method="cg", tol=1e-6, preconditioner_rank=rank, mixed_precision=mixed
+                )
 
             condition()  # compiles
             began = time.perf_counter()
@@ -52,15 +57,19 @@ def main() -> None:
             row = {
                 "lengthscale": lengthscale,
                 "rank": rank,
+                "mixed_precision": mixed,
+                "refinements": info.refinements,
                 "seconds": seconds,
                 "iterations": info.iterations,
                 "relative_residual": info.relative_residual,
             }
             rows.append(row)
             name = "Jacobi" if rank == 0 else f"pivoted Cholesky, rank {rank}"
+            name += ", mixed precision" if mixed else ""
             print(
-                f"lengthscale {lengthscale:5.2f}  {name:30s} {seconds:6.2f} s  "
-                f"{info.iterations:4d} iterations  residual {info.relative_residual:.1e}",
+                f"lengthscale {lengthscale:5.2f}  {name:36s} {seconds:6.2f} s  "
+                f"{info.iterations:4d} iterations ({info.refinements} float32 refinements)  "
+                f"residual {info.relative_residual:.1e}",
                 flush=True,
             )
     if args.json:
