@@ -58,6 +58,30 @@ def test_matvec_matches_dense_product_across_tiles(case, rng):
         assert_close(op @ V, dense @ V, err_msg=f"mode={mode}, 3 columns")
 
 
+@pytest.mark.parametrize("case", select(lambda c: c.twice_smooth_at_zero and c.closed))
+def test_the_cached_product_matches_the_brute_force_matrix(case, rng):
+    """The product a CG solve runs, its coefficients worked out once for all pairs."""
+    d = case.dim()
+    X, Y = sample_points(rng, 21, d), sample_points(rng, 19, d)
+    X[3] = Y[5]
+    ref = brute_joint_covariance(case.kernel, X, Y)
+    v = rng.normal(size=ref.shape[1])
+    with jax.enable_x64(True), jax.numpy_rank_promotion("allow"):
+        product = gradient_kernel.cached_product(
+            case.kernel, jnp.asarray(X), jnp.asarray(Y), 1 << 30
+        )
+        assert_close(np.asarray(product(jnp.asarray(v))), ref @ v)
+        # One byte short of its arrays: declined.
+        tile = case.kernel.tile(
+            jnp, jnp.asarray(X), jnp.asarray(Y), jnp.asarray(X), jnp.asarray(Y), order=2
+        )
+        needed = 21 * 19 * 8 * gradient_kernel.coefficient_arrays(tile)
+        assert (
+            gradient_kernel.cached_product(case.kernel, jnp.asarray(X), jnp.asarray(Y), needed - 1)
+            is None
+        )
+
+
 @pytest.mark.parametrize("case", select(lambda c: not c.twice_smooth_at_zero))
 def test_kernels_without_second_derivatives_are_refused(case):
     with pytest.raises(ValueError, match="not twice differentiable at r = 0"):

@@ -63,3 +63,12 @@ def test_a_bad_mixed_precision_is_refused(rng):
     X, y, G = _problem(rng, 5, 2)
     with pytest.raises(TypeError, match="mixed_precision must be True or False"):
         kg.GradientGP(kg.RBF()).condition(X, y, G, method="cg", mixed_precision="yes")
+
+
+def test_cg_with_and_without_cached_coefficients_agree(rng, policy_with):
+    X, y, G = _problem(rng, 40, 3)
+    gp = kg.GradientGP(kg.Matern52(lengthscale=1.1), 1e-3, 1e-3)
+    cached = gp.condition(X, y, G, method="cg", tol=1e-10)
+    policy_with(cached_coefficients_max_bytes=0)
+    tiled = gp.condition(X, y, G, method="cg", tol=1e-10)
+    np.testing.assert_allclose(cached.weights, tiled.weights, rtol=1e-7, atol=1e-9)

@@ -124,6 +124,18 @@ class _Covariance(eqx.Module):
         )
         return self.obs.gather(full)
 
+    def repeated_matvec(self, p: int):
+        """:meth:`matvec` for a solver that multiplies by this covariance again and again, p
+        vectors at a time. For one vector and a closed-form kernel with gradients, the tile's
+        coefficients are worked out once, here, up to the policy's
+        ``cached_coefficients_max_bytes`` (several vectors keep their batched tiles)."""
+        if p == 1 and self.with_gradients and self.method == "closed":
+            limit = policy.current().cached_coefficients_max_bytes
+            product = gradient_kernel.cached_product(self.kernel, self.X, self.X, limit)
+            if product is not None:
+                return lambda V: self.obs.gather(product(self.obs.scatter(V)[:, 0])[:, None])
+        return self.matvec
+
     def diagonal(self):
         if not self.with_gradients:
             return jax.vmap(self.kernel)(self.X, self.X)
@@ -228,8 +240,10 @@ def _pcg(cov: _Covariance, noise, M, B, tol, *, maxiter: int):
     and residual ratios (maxiter, p): the Lanczos coefficients of :func:`_lanczos_logdet`.
     """
 
+    matvec = cov.repeated_matvec(B.shape[1])
+
     def apply(V):
-        return cov.matvec(V) + noise[:, None] * V
+        return matvec(V) + noise[:, None] * V
 
     norm_b = jnp.linalg.norm(B, axis=0)
     Z = jnp.zeros_like(B)

@@ -119,37 +119,67 @@ def closed_tile(kernel: AbstractKernel):
     """
 
     def tile_fn(rows, cols, weights):
-        (X, Xc), (Y, Yc), (v0, V1) = rows, cols, weights
-        t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
-        # A field shared by several terms (a stationary kernel's x - y) is projected once and
-        # its contractions are summed into one matmul: three n m d matmuls for an RBF.
-        projected = {}
-        weight_of = {}
-
-        def project(f):
-            if id(f) not in projected:
-                projected[id(f)] = _project(f, X, Y, Xc, Yc, V1)
-            return projected[id(f)]
-
-        def add_weight(f, A):
-            prev = weight_of.get(id(f), (f, 0.0))[1]
-            weight_of[id(f)] = (f, prev + A)
-
-        out0 = terms.matmul(jnp, t.value, v0[:, None])
-        for vec in t.dy:
-            out0 = out0 + jnp.sum(vec.coef * project(vec.field), axis=1, keepdims=True)
-        for vec in t.dx:
-            add_weight(vec.field, vec.coef * v0[None, :])
-        for o in t.outer:
-            add_weight(o.u, o.coef * project(o.v))
-        out1 = jnp.zeros_like(X)
-        for f, A in weight_of.values():
-            out1 = out1 + _contract(f, A, X, Y, Xc, Yc)
-        for g in t.diagonal:
-            out1 = out1 + _scale(g, X.shape[1]) * terms.matmul(jnp, g.coef, V1)
-        return jnp.concatenate([out0, out1], axis=1)
+        (X, Xc), (Y, Yc) = rows, cols
+        return closed_product(kernel.tile(jnp, X, Y, Xc, Yc, order=2), rows, cols, weights)
 
     return tile_fn
+
+
+def closed_product(t, rows, cols, weights):
+    """:func:`closed_tile`'s product from the tile ``t`` of these rows and columns."""
+    (X, Xc), (Y, Yc), (v0, V1) = rows, cols, weights
+    # A field shared by several terms (a stationary kernel's x - y) is projected once and
+    # its contractions are summed into one matmul: three n m d matmuls for an RBF.
+    projected = {}
+    weight_of = {}
+
+    def project(f):
+        if id(f) not in projected:
+            projected[id(f)] = _project(f, X, Y, Xc, Yc, V1)
+        return projected[id(f)]
+
+    def add_weight(f, A):
+        prev = weight_of.get(id(f), (f, 0.0))[1]
+        weight_of[id(f)] = (f, prev + A)
+
+    out0 = terms.matmul(jnp, t.value, v0[:, None])
+    for vec in t.dy:
+        out0 = out0 + jnp.sum(vec.coef * project(vec.field), axis=1, keepdims=True)
+    for vec in t.dx:
+        add_weight(vec.field, vec.coef * v0[None, :])
+    for o in t.outer:
+        add_weight(o.u, o.coef * project(o.v))
+    out1 = jnp.zeros_like(X)
+    for f, A in weight_of.values():
+        out1 = out1 + _contract(f, A, X, Y, Xc, Yc)
+    for g in t.diagonal:
+        out1 = out1 + _scale(g, X.shape[1]) * terms.matmul(jnp, g.coef, V1)
+    return jnp.concatenate([out0, out1], axis=1)
+
+
+def coefficient_arrays(t) -> int:
+    """How many distinct (rows, cols) coefficient arrays the tile ``t`` holds."""
+    coefs = [t.value] + [term.coef for part in t[1:] for term in part]
+    return len({id(c) for c in coefs if c is not None})
+
+
+def cached_product(kernel: AbstractKernel, X, Y, max_bytes: int):
+    """``v -> joint product`` for one vector v (m (d + 1),), with the closed-form tile of all
+    of X against all of Y worked out here once, for a solver that multiplies by the same
+    covariance many times; None where its coefficient arrays would take more than
+    ``max_bytes``. Traceable: under a trace the tile is computed where this is called (before
+    a loop), and a declined tile is dead code."""
+    n, m, d = X.shape[0], Y.shape[0], X.shape[1]
+    Xc, Yc = terms.centre(jnp, X, Y)
+    t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
+    if n * m * X.dtype.itemsize * coefficient_arrays(t) > max_bytes:
+        return None
+
+    def product(v):
+        out = closed_product(t, (X, Xc), (Y, Yc), (v[:m], v[m:].reshape(m, d)))
+        return jnp.concatenate([out[:, 0], out[:, 1:].reshape(n * d)])
+
+    return product
 
 
 class _Products:
@@ -598,6 +628,7 @@ def gradient_gram(
 
 __all__ = [
     "GradientGram",
+    "cached_product",
     "gradient_gram",
     "joint_dense",
     "joint_diagonal",
