@@ -170,6 +170,8 @@ def cached_product(kernel: AbstractKernel, X, Y, max_bytes: int):
     ``max_bytes``. Traceable: under a trace the tile is computed where this is called (before
     a loop), and a declined tile is dead code."""
     n, m, d = X.shape[0], Y.shape[0], X.shape[1]
+    if n * m * X.dtype.itemsize > max_bytes:
+        return None  # not even one array fits: decline before any work (called eagerly too)
     Xc, Yc = terms.centre(jnp, X, Y)
     t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
     if n * m * X.dtype.itemsize * coefficient_arrays(t) > max_bytes:
