@@ -297,21 +297,29 @@ def _refined_pcg(cov: _Covariance, noise, M, B, tol, *, maxiter: int):
     solves of at most ``maxiter // 2`` in all: on 30 points in 2-D with noise 1e-5, 1701
     iterations where plain CG took 299.
     """
-    norm_b = jnp.linalg.norm(B, axis=0)
-    norm_b = jnp.where(norm_b > 0, norm_b, 1.0)
+
+    def column_norms(A):  # zero columns count as 1: they divide, and stay zero
+        norms = jnp.linalg.norm(A, axis=0)
+        return jnp.where(norms > 0, norms, 1.0)
+
+    norm_b = column_norms(B)
+
+    def residual(Z):
+        """(B - A Z, its worst relative norm) on the float64 system."""
+        R = B - (cov.matvec(Z) + noise[:, None] * Z)
+        return R, float(jnp.max(jnp.linalg.norm(R, axis=0) / norm_b))
+
     low, inner_tol = _low_precision((cov, noise, M)), max(tol, REFINEMENT_TOL)
     Z, R = jnp.zeros_like(B), B
     rel, used, refinements = 1.0, 0, 0
     while used < maxiter // 2:
-        scale = jnp.linalg.norm(R, axis=0)
-        scale = jnp.where(scale > 0, scale, 1.0)
+        scale = column_norms(R)
         D, k, inner_rel, _, _ = _pcg(
             *low, (R / scale).astype(jnp.float32), inner_tol, maxiter=maxiter // 2 - used
         )
         used, refinements = used + int(k), refinements + 1
         Z_next = Z + D.astype(B.dtype) * scale
-        R_next = B - (cov.matvec(Z_next) + noise[:, None] * Z_next)
-        rel_next = float(jnp.max(jnp.linalg.norm(R_next, axis=0) / norm_b))
+        R_next, rel_next = residual(Z_next)
         if not rel_next <= 0.1 * rel:  # float32 has stalled (or diverged): keep the last Z
             break
         Z, R, rel = Z_next, R_next, rel_next
@@ -322,12 +330,10 @@ def _refined_pcg(cov: _Covariance, noise, M, B, tol, *, maxiter: int):
     # Float64 CG on what is left, with a budget of its own (at n = 2000, d = 10, where
     # neither converged in 1000 iterations, the half left over ended at 2.6 and 22 times
     # plain CG's residual). Its tolerance is relative to the residual it starts from.
-    left = jnp.linalg.norm(R, axis=0)
-    inner = tol * float(jnp.min(norm_b / jnp.where(left > 0, left, 1.0)))
+    inner = tol * float(jnp.min(norm_b / column_norms(R)))
     D, k, *_ = _pcg(cov, noise, M, R, inner, maxiter=maxiter)
     Z = Z + D
-    R = B - (cov.matvec(Z) + noise[:, None] * Z)
-    rel = float(jnp.max(jnp.linalg.norm(R, axis=0) / norm_b))
+    _, rel = residual(Z)
     return Z, CGInfo(used + int(k), rel, refinements)
 
 

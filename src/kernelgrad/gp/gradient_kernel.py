@@ -157,6 +157,11 @@ def closed_product(t, rows, cols, weights):
     return jnp.concatenate([out0, out1], axis=1)
 
 
+def _joined(out):
+    """Rows ``[value part, gradient part]`` (n, 1 + d) as the block-major vector (n (d + 1),)."""
+    return jnp.concatenate([out[:, 0], out[:, 1:].reshape(-1)])
+
+
 def coefficient_arrays(t) -> int:
     """How many distinct (rows, cols) coefficient arrays the tile ``t`` holds."""
     coefs = [t.value] + [term.coef for part in t[1:] for term in part]
@@ -178,8 +183,7 @@ def cached_product(kernel: AbstractKernel, X, Y, max_bytes: int):
         return None
 
     def product(v):
-        out = closed_product(t, (X, Xc), (Y, Yc), (v[:m], v[m:].reshape(m, d)))
-        return jnp.concatenate([out[:, 0], out[:, 1:].reshape(n * d)])
+        return _joined(closed_product(t, (X, Xc), (Y, Yc), (v[:m], v[m:].reshape(m, d))))
 
     return product
 
@@ -423,8 +427,7 @@ def joint_matvec(kernel, X, Y, v, *, method, row_block=None, col_block=None, mes
         return jnp.concatenate([out[:, :p], out[:, p:].reshape(n * d, p)])
 
     def one(v):  # (m (d + 1),) -> (n (d + 1),)
-        out = rows(X, Xc, Y, Yc, v[:m], v[m:].reshape(m, d))[:n]
-        return jnp.concatenate([out[:, 0], out[:, 1:].reshape(n * d)])
+        return _joined(rows(X, Xc, Y, Yc, v[:m], v[m:].reshape(m, d))[:n])
 
     chosen = policy.current()
     if _shared(kernel, method, v):
