@@ -59,25 +59,30 @@ def test_matvec_matches_dense_product_across_tiles(case, rng):
 
 
 @pytest.mark.parametrize("case", select(lambda c: c.twice_smooth_at_zero and c.closed))
-def test_the_cached_product_matches_the_brute_force_matrix(case, rng):
-    """The product a CG solve runs, its coefficients worked out once for all pairs."""
+def test_the_cached_tile_s_products_match_the_brute_force_matrix(case, rng):
+    """The products a CG solve runs, the tile's coefficients worked out once for all pairs:
+    the joint one, and the two cross blocks the Gauss-Seidel preconditioner applies."""
     d = case.dim()
     X, Y = sample_points(rng, 21, d), sample_points(rng, 19, d)
     X[3] = Y[5]
     ref = brute_joint_covariance(case.kernel, X, Y)
     v = rng.normal(size=ref.shape[1])
     with jax.enable_x64(True), jax.numpy_rank_promotion("allow"):
-        product = gradient_kernel.cached_product(
-            case.kernel, jnp.asarray(X), jnp.asarray(Y), 1 << 30
-        )
-        assert_close(np.asarray(product(jnp.asarray(v))), ref @ v)
+        cached = gradient_kernel.cached_tile(case.kernel, jnp.asarray(X), jnp.asarray(Y), 1 << 30)
+        assert_close(np.asarray(cached.product(jnp.asarray(v))), ref @ v)
+        # ref[:21, 19:] is cov(f(X), grad f(Y)), ref[21:, :19] cov(grad f(X), f(Y)).
+        values = cached.values_from_gradients(jnp.asarray(v[19:].reshape(19, d)))
+        assert_close(np.asarray(values), ref[:21, 19:] @ v[19:])
+        grads = np.asarray(cached.gradients_from_values(jnp.asarray(v[:19])))
+        assert grads.shape == (21, d)
+        assert_close(grads.ravel(), ref[21:, :19] @ v[:19])
         # One byte short of its arrays: declined.
         tile = case.kernel.tile(
             jnp, jnp.asarray(X), jnp.asarray(Y), jnp.asarray(X), jnp.asarray(Y), order=2
         )
         needed = 21 * 19 * 8 * gradient_kernel.coefficient_arrays(tile)
         assert (
-            gradient_kernel.cached_product(case.kernel, jnp.asarray(X), jnp.asarray(Y), needed - 1)
+            gradient_kernel.cached_tile(case.kernel, jnp.asarray(X), jnp.asarray(Y), needed - 1)
             is None
         )
 

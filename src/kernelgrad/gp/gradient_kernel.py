@@ -168,24 +168,51 @@ def coefficient_arrays(t) -> int:
     return len({id(c) for c in coefs if c is not None})
 
 
-def cached_product(kernel: AbstractKernel, X, Y, max_bytes: int):
-    """``v -> joint product`` for one vector v (m (d + 1),), with the closed-form tile of all
-    of X against all of Y worked out here once, for a solver that multiplies by the same
-    covariance many times; None where its coefficient arrays would take more than
-    ``max_bytes``. Traceable: under a trace the tile is computed where this is called (before
-    a loop), and a declined tile is dead code."""
-    n, m, d = X.shape[0], Y.shape[0], X.shape[1]
+class CachedTile:
+    """The closed-form tile of all of X against all of Y, worked out once, and the products
+    a solver asks of it again and again, one vector at a time. Traceable: under a trace the
+    tile is computed where this is built (before a loop)."""
+
+    def __init__(self, kernel: AbstractKernel, X, Y):
+        self.X, self.Y = X, Y
+        self.Xc, self.Yc = terms.centre(jnp, X, Y)
+        self.tile = kernel.tile(jnp, X, Y, self.Xc, self.Yc, order=2)
+
+    def product(self, v):
+        """The joint product for v (m (d + 1),): (n (d + 1),)."""
+        m, d = self.Y.shape
+        geometry = (self.X, self.Xc), (self.Y, self.Yc)
+        return _joined(closed_product(self.tile, *geometry, (v[:m], v[m:].reshape(m, d))))
+
+    def values_from_gradients(self, V1):
+        """The value rows of the product with [0, V1] for V1 (m, d): (n,), the dy terms
+        alone, one n m d matmul for a stationary kernel."""
+        X, Y, Xc, Yc = self.X, self.Y, self.Xc, self.Yc
+        out = jnp.zeros(X.shape[0], X.dtype)
+        for vec in self.tile.dy:
+            out = out + jnp.sum(vec.coef * _project(vec.field, X, Y, Xc, Yc, V1), axis=1)
+        return out
+
+    def gradients_from_values(self, v0):
+        """The gradient rows of the product with [v0, 0] for v0 (m,): (n, d), the dx terms
+        alone, one n m d matmul for a stationary kernel."""
+        X, Y, Xc, Yc = self.X, self.Y, self.Xc, self.Yc
+        out = jnp.zeros_like(X)
+        for vec in self.tile.dx:
+            out = out + _contract(vec.field, vec.coef * v0[None, :], X, Y, Xc, Yc)
+        return out
+
+
+def cached_tile(kernel: AbstractKernel, X, Y, max_bytes: int) -> CachedTile | None:
+    """A :class:`CachedTile`, or None where its coefficient arrays would take more than
+    ``max_bytes``; a declined tile is dead code under a trace."""
+    n, m = X.shape[0], Y.shape[0]
     if n * m * X.dtype.itemsize > max_bytes:
         return None  # not even one array fits: decline before any work (called eagerly too)
-    Xc, Yc = terms.centre(jnp, X, Y)
-    t = kernel.tile(jnp, X, Y, Xc, Yc, order=2)
-    if n * m * X.dtype.itemsize * coefficient_arrays(t) > max_bytes:
+    cached = CachedTile(kernel, X, Y)
+    if n * m * X.dtype.itemsize * coefficient_arrays(cached.tile) > max_bytes:
         return None
-
-    def product(v):
-        return _joined(closed_product(t, (X, Xc), (Y, Yc), (v[:m], v[m:].reshape(m, d))))
-
-    return product
+    return cached
 
 
 class _Products:
@@ -632,8 +659,9 @@ def gradient_gram(
 
 
 __all__ = [
+    "CachedTile",
     "GradientGram",
-    "cached_product",
+    "cached_tile",
     "gradient_gram",
     "joint_dense",
     "joint_diagonal",

@@ -1,6 +1,6 @@
 """Preconditioners for conjugate gradients on a GP's covariance A = K + diag(noise).
 
-Two, with one interface (``solve``, ``logdet``, ``sample``), traceable:
+Three, traceable, each applied as ``solver(tile)(R)``, R -> M^-1 R:
 
 * :class:`Jacobi`: M = diag(A). Free to build; enough when A is close to diagonal.
 * :class:`PivotedCholesky`: M = L L^T + D for a rank-k partial pivoted Cholesky L of K
@@ -12,9 +12,20 @@ Two, with one interface (``solve``, ``logdet``, ``sample``), traceable:
   the gradient block, it took more than Jacobi (``benchmarks/conditioning.py``).
   Building it takes k columns of K, O(k n d) for the joint covariance of values and
   gradients, and O(k^2 N) for the factor; M^-1 is applied by Woodbury's identity in O(k N).
+* :class:`GaussSeidel`: for values and full gradients, A = [[V, C^T], [C, G]] with V the
+  values' block (n, n), noise included. M = (D + L) D^-1 (D + U), the symmetric block
+  Gauss-Seidel sweep over the two blocks, with D = blockdiag(V, diag(G)) and L, U A's
+  off-diagonal blocks: V exact (its inverse, O(n^3) once), the gradients by their
+  diagonal, and the coupling between the two kept. Applying M^-1 costs two n^2 matvecs and
+  the two cross blocks' products, C y and C^T x, about 2/3 of a product with A for a
+  stationary kernel. At n = 1000, d = 100, lengthscale sqrt(d), it took 129 iterations where
+  Jacobi took 337 (``benchmarks/conditioning.py``). Without the cached tile's cross blocks
+  (several right-hand sides, or a tile too large to keep) it applies block Jacobi,
+  blockdiag(V, diag(G)).
 
-``sample`` maps standard probes to probes with covariance M, the start vectors that make
-preconditioned CG a Lanczos run for stochastic Lanczos quadrature (see ``gradient_gp.fit``).
+Jacobi and the pivoted Cholesky also give ``logdet`` and ``sample``, which ``gradient_gp.fit``
+needs: ``sample`` maps standard probes to probes with covariance M, the start vectors that
+make preconditioned CG a Lanczos run for stochastic Lanczos quadrature.
 """
 
 from __future__ import annotations
@@ -32,6 +43,10 @@ class Jacobi(eqx.Module):
     """M = diag(A), the inverse diagonal as preconditioner."""
 
     diagonal: Any  # (N,), noise included
+
+    def solver(self, tile=None):
+        """R -> M^-1 R; M needs no products with A (``tile`` is not used)."""
+        return self.solve
 
     def solve(self, R):
         """M^-1 R for R (N, p)."""
@@ -52,6 +67,10 @@ class PivotedCholesky(eqx.Module):
     D: Any  # (N,): noise plus the diagonal that L leaves out
     capacity: Any  # (k, k): the Cholesky factor of I + L D^-1 L^T
 
+    def solver(self, tile=None):
+        """R -> M^-1 R; M needs no products with A (``tile`` is not used)."""
+        return self.solve
+
     def solve(self, R):
         """M^-1 R = D^-1 R - D^-1 L^T (I + L D^-1 L^T)^-1 L D^-1 R, for R (N, p)."""
         S = R / self.D[:, None]
@@ -66,6 +85,55 @@ class PivotedCholesky(eqx.Module):
         """L^T E[N:] + D^(1/2) E[:N] for standard probes E (N + k, p): covariance M."""
         N = self.D.shape[0]
         return self.L.T @ E[N:] + jnp.sqrt(self.D)[:, None] * E[:N]
+
+
+class GaussSeidel(eqx.Module):
+    """M = (D + L) D^-1 (D + U) on values and full gradients (see the module)."""
+
+    value_inverse: Any  # (n, n): V^-1, V the values' block with its noise
+    gradient_diagonal: Any  # (n d,): diag(G), noise included
+
+    def solver(self, tile):
+        """R (N, 1) -> M^-1 R, with the cross blocks of ``tile``, a
+        :class:`~kernelgrad.gp.gradient_kernel.CachedTile` of the points against themselves;
+        block Jacobi for ``tile`` None or several columns.
+
+        By blocks, with r = [r1, r2]: y = V^-1 r1, x2 = (r2 - C y) / diag(G) and
+        x1 = V^-1 (r1 - C^T x2).
+        """
+        n = self.value_inverse.shape[0]
+        Vi, Dg = self.value_inverse, self.gradient_diagonal.reshape(n, -1)
+
+        def block_jacobi(R):
+            return jnp.concatenate([Vi @ R[:n], R[n:] / self.gradient_diagonal[:, None]])
+
+        def sweep(R):
+            if R.shape[1] != 1:
+                return block_jacobi(R)
+            r1, r2 = R[:n, 0], R[n:, 0].reshape(Dg.shape)
+            x2 = (r2 - tile.gradients_from_values(Vi @ r1)) / Dg
+            x1 = Vi @ (r1 - tile.values_from_gradients(x2))
+            return jnp.concatenate([x1, x2.reshape(-1)])[:, None]
+
+        return block_jacobi if tile is None else sweep
+
+
+def gauss_seidel(V, gradient_diagonal):
+    """:class:`GaussSeidel` from the values' block V (n, n), noise included, and the
+    gradients' diagonal (n d,), noise included.
+
+    V is factorised with a jitter of sqrt(eps) times its mean diagonal, which keeps a
+    Cholesky of a near-singular V (tiny noise, near-equal points) finite and leaves M an SPD
+    approximation of A, which is all CG asks of it. Should it still fail, V's diagonal
+    stands in for it.
+    """
+    n = V.shape[0]
+    jitter = jnp.sqrt(jnp.finfo(V.dtype).eps) * jnp.mean(jnp.diagonal(V))
+    factor = jnp.linalg.cholesky(V + jitter * jnp.eye(n, dtype=V.dtype))
+    inverse = jax.scipy.linalg.cho_solve((factor, True), jnp.eye(n, dtype=V.dtype))
+    inverse = 0.5 * (inverse + inverse.T)  # symmetric to round-off, as CG needs
+    inverse = jnp.where(jnp.all(jnp.isfinite(inverse)), inverse, jnp.diag(1.0 / jnp.diagonal(V)))
+    return GaussSeidel(inverse, gradient_diagonal)
 
 
 #: Pivots are taken this many at a time (see :func:`pivoted_cholesky`).
@@ -122,4 +190,12 @@ def build(diagonal, noise, columns: Callable[[Any], Any], rank: int):
     return PivotedCholesky(L, D, capacity)
 
 
-__all__ = ["Jacobi", "PivotedCholesky", "build", "factor_rank", "pivoted_cholesky"]
+__all__ = [
+    "GaussSeidel",
+    "Jacobi",
+    "PivotedCholesky",
+    "build",
+    "factor_rank",
+    "gauss_seidel",
+    "pivoted_cholesky",
+]
