@@ -127,7 +127,18 @@ def closed_tile(kernel: AbstractKernel):
 
 def closed_product(t, rows, cols, weights):
     """:func:`closed_tile`'s product from the tile ``t`` of these rows and columns."""
-    (X, Xc), (Y, Yc), (v0, V1) = rows, cols, weights
+    v0, V1 = weights
+    from_gradients, gradient_rows = split_product(t, rows, cols, V1)
+    out0 = terms.matmul(jnp, t.value, v0[:, None]) + from_gradients[:, None]
+    return jnp.concatenate([out0, gradient_rows(v0)], axis=1)
+
+
+def split_product(t, rows, cols, V1):
+    """The product with [v0, V1] in two steps, for a v0 that may depend on the first:
+    (C^T V1, v0 -> C v0 + G V1), the value rows' part from the gradient weights V1 (cols,
+    d), (rows,), and a function giving the gradient rows (rows, d), with C the gradients'
+    rows against the values and G the gradient block of the tile ``t``."""
+    (X, Xc), (Y, Yc) = rows, cols
     # A field shared by several terms (a stationary kernel's x - y) is projected once and
     # its contractions are summed into one matmul: three n m d matmuls for an RBF.
     projected = {}
@@ -138,23 +149,27 @@ def closed_product(t, rows, cols, weights):
             projected[id(f)] = _project(f, X, Y, Xc, Yc, V1)
         return projected[id(f)]
 
-    def add_weight(f, A):
-        prev = weight_of.get(id(f), (f, 0.0))[1]
-        weight_of[id(f)] = (f, prev + A)
+    def add_weight(weights, f, A):
+        prev = weights.get(id(f), (f, 0.0))[1]
+        weights[id(f)] = (f, prev + A)
 
-    out0 = terms.matmul(jnp, t.value, v0[:, None])
+    from_gradients = jnp.zeros(X.shape[0], X.dtype)
     for vec in t.dy:
-        out0 = out0 + jnp.sum(vec.coef * project(vec.field), axis=1, keepdims=True)
-    for vec in t.dx:
-        add_weight(vec.field, vec.coef * v0[None, :])
+        from_gradients = from_gradients + jnp.sum(vec.coef * project(vec.field), axis=1)
     for o in t.outer:
-        add_weight(o.u, o.coef * project(o.v))
-    out1 = jnp.zeros_like(X)
-    for f, A in weight_of.values():
-        out1 = out1 + _contract(f, A, X, Y, Xc, Yc)
-    for g in t.diagonal:
-        out1 = out1 + _scale(g, X.shape[1]) * terms.matmul(jnp, g.coef, V1)
-    return jnp.concatenate([out0, out1], axis=1)
+        add_weight(weight_of, o.u, o.coef * project(o.v))
+    from_diagonal = [_scale(g, X.shape[1]) * terms.matmul(jnp, g.coef, V1) for g in t.diagonal]
+
+    def gradient_rows(v0):
+        weights = dict(weight_of)
+        for vec in t.dx:
+            add_weight(weights, vec.field, vec.coef * v0[None, :])
+        out1 = jnp.zeros_like(X)
+        for f, A in weights.values():
+            out1 = out1 + _contract(f, A, X, Y, Xc, Yc)
+        return sum(from_diagonal, out1)
+
+    return from_gradients, gradient_rows
 
 
 def _joined(out):
@@ -170,8 +185,9 @@ def coefficient_arrays(t) -> int:
 
 class CachedTile:
     """The closed-form tile of all of X against all of Y, worked out once, and the products
-    a solver asks of it again and again, one vector at a time. Traceable: under a trace the
-    tile is computed where this is built (before a loop)."""
+    a solver asks of it again and again, one vector at a time: the joint product, and the
+    same split in two steps (:meth:`split`). Traceable: under a trace the tile is computed
+    where this is built (before a loop)."""
 
     def __init__(self, kernel: AbstractKernel, X, Y):
         self.X, self.Y = X, Y
@@ -184,23 +200,25 @@ class CachedTile:
         geometry = (self.X, self.Xc), (self.Y, self.Yc)
         return _joined(closed_product(self.tile, *geometry, (v[:m], v[m:].reshape(m, d))))
 
-    def values_from_gradients(self, V1):
-        """The value rows of the product with [0, V1] for V1 (m, d): (n,), the dy terms
-        alone, one n m d matmul for a stationary kernel."""
-        X, Y, Xc, Yc = self.X, self.Y, self.Xc, self.Yc
-        out = jnp.zeros(X.shape[0], X.dtype)
-        for vec in self.tile.dy:
-            out = out + jnp.sum(vec.coef * _project(vec.field, X, Y, Xc, Yc, V1), axis=1)
-        return out
+    @property
+    def values(self):
+        """The kernel's values, (n, m)."""
+        return self.tile.value
 
     def gradients_from_values(self, v0):
-        """The gradient rows of the product with [v0, 0] for v0 (m,): (n, d), the dx terms
-        alone, one n m d matmul for a stationary kernel."""
+        """C v0, the gradient rows of the product with [v0, 0], for v0 (m,): (n, d), one
+        contraction (the dx terms), where a split of zero gradient weights would pay for
+        three and, on XLA:CPU 0.10.2 with its YNNPACK fusions, gave NaN (its zeros folded
+        into the fused kernels; ``tests/gp/test_gradient_gram.py`` checks this one)."""
         X, Y, Xc, Yc = self.X, self.Y, self.Xc, self.Yc
         out = jnp.zeros_like(X)
         for vec in self.tile.dx:
             out = out + _contract(vec.field, vec.coef * v0[None, :], X, Y, Xc, Yc)
         return out
+
+    def split(self, V1):
+        """:func:`split_product` on this tile: (C^T V1, v0 -> C v0 + G V1) for V1 (m, d)."""
+        return split_product(self.tile, (self.X, self.Xc), (self.Y, self.Yc), V1)
 
 
 def cached_tile(kernel: AbstractKernel, X, Y, max_bytes: int) -> CachedTile | None:

@@ -1,6 +1,8 @@
 """Preconditioners for conjugate gradients on a GP's covariance A = K + diag(noise).
 
-Three, traceable, each applied as ``solver(tile)(R)``, R -> M^-1 R:
+Three, traceable, each applied as ``solver(tile)(R)``, R -> M^-1 R, and each with
+``split(tile)``, None or the transformed system that CG runs instead (see ``_pcg`` in
+:mod:`kernelgrad.gp.gradient_gp`):
 
 * :class:`Jacobi`: M = diag(A). Free to build; enough when A is close to diagonal.
 * :class:`PivotedCholesky`: M = L L^T + D for a rank-k partial pivoted Cholesky L of K
@@ -16,12 +18,13 @@ Three, traceable, each applied as ``solver(tile)(R)``, R -> M^-1 R:
   values' block (n, n), noise included. M = (D + L) D^-1 (D + U), the symmetric block
   Gauss-Seidel sweep over the two blocks, with D = blockdiag(V, diag(G)) and L, U A's
   off-diagonal blocks: V exact (its inverse, O(n^3) once), the gradients by their
-  diagonal, and the coupling between the two kept. Applying M^-1 costs two n^2 matvecs and
-  the two cross blocks' products, C y and C^T x, about 2/3 of a product with A for a
-  stationary kernel. At n = 1000, d = 100, lengthscale sqrt(d), it took 129 iterations where
-  Jacobi took 337 (``benchmarks/conditioning.py``). Without the cached tile's cross blocks
-  (several right-hand sides, or a tile too large to keep) it applies block Jacobi,
-  blockdiag(V, diag(G)).
+  diagonal, and the coupling between the two kept. Applied as M^-1, it would cost two
+  n^2 d matmuls an iteration on top of the product's three (for a stationary kernel);
+  CG runs instead on the system it splits (:meth:`GaussSeidel.split`, a block form of
+  Eisenstat's trick), whose product costs the three alone and whose iterates are the
+  same. At n = 1000, d = 100, lengthscale sqrt(d), it took 129 iterations where Jacobi
+  took 337 (``benchmarks/conditioning.py``). Without the cached tile (several right-hand
+  sides, or a tile too large to keep) it is block Jacobi, blockdiag(V, diag(G)).
 
 Jacobi and the pivoted Cholesky also give ``logdet`` and ``sample``, which ``gradient_gp.fit``
 needs: ``sample`` maps standard probes to probes with covariance M, the start vectors that
@@ -48,6 +51,10 @@ class Jacobi(eqx.Module):
         """R -> M^-1 R; M needs no products with A (``tile`` is not used)."""
         return self.solve
 
+    def split(self, tile):
+        """None: CG runs on A itself (see :meth:`GaussSeidel.split`)."""
+        return None
+
     def solve(self, R):
         """M^-1 R for R (N, p)."""
         return R / self.diagonal[:, None]
@@ -71,6 +78,10 @@ class PivotedCholesky(eqx.Module):
         """R -> M^-1 R; M needs no products with A (``tile`` is not used)."""
         return self.solve
 
+    def split(self, tile):
+        """None: CG runs on A itself (see :meth:`GaussSeidel.split`)."""
+        return None
+
     def solve(self, R):
         """M^-1 R = D^-1 R - D^-1 L^T (I + L D^-1 L^T)^-1 L D^-1 R, for R (N, p)."""
         S = R / self.D[:, None]
@@ -90,37 +101,75 @@ class PivotedCholesky(eqx.Module):
 class GaussSeidel(eqx.Module):
     """M = (D + L) D^-1 (D + U) on values and full gradients (see the module)."""
 
-    value_inverse: Any  # (n, n): V^-1, V the values' block with its noise
+    value_inverse: Any  # (n, n): W^-1, W the values' block V with its noise (and a jitter)
+    value_noise: Any  # (n,): the noise in V
     gradient_diagonal: Any  # (n d,): diag(G), noise included
+    gradient_noise: Any  # (n d,): the noise in G
 
-    def solver(self, tile):
-        """R (N, 1) -> M^-1 R, with the cross blocks of ``tile``, a
-        :class:`~kernelgrad.gp.gradient_kernel.CachedTile` of the points against themselves;
-        block Jacobi for ``tile`` None or several columns.
-
-        By blocks, with r = [r1, r2]: y = V^-1 r1, x2 = (r2 - C y) / diag(G) and
-        x1 = V^-1 (r1 - C^T x2).
-        """
+    def solver(self, tile=None):
+        """R -> D^-1 R for R (N, p), D = blockdiag(V, diag(G)): block Jacobi. On its own it
+        is the preconditioner where the tile's products are not at hand; with them, it
+        preconditions the system that :meth:`split` transforms."""
         n = self.value_inverse.shape[0]
-        Vi, Dg = self.value_inverse, self.gradient_diagonal.reshape(n, -1)
 
         def block_jacobi(R):
-            return jnp.concatenate([Vi @ R[:n], R[n:] / self.gradient_diagonal[:, None]])
+            return jnp.concatenate(
+                [self.value_inverse @ R[:n], R[n:] / self.gradient_diagonal[:, None]]
+            )
 
-        def sweep(R):
-            if R.shape[1] != 1:
-                return block_jacobi(R)
-            r1, r2 = R[:n, 0], R[n:, 0].reshape(Dg.shape)
-            x2 = (r2 - tile.gradients_from_values(Vi @ r1)) / Dg
-            x1 = Vi @ (r1 - tile.values_from_gradients(x2))
-            return jnp.concatenate([x1, x2.reshape(-1)])[:, None]
+        return block_jacobi
 
-        return block_jacobi if tile is None else sweep
+    def split(self, tile):
+        """(operator, into, out_of) for CG on the system transformed by a block form of
+        Eisenstat's trick ("Efficient implementation of a class of preconditioned conjugate
+        gradient methods", SIAM J. Sci. Stat. Comput., 1981), with ``tile`` a
+        :class:`~kernelgrad.gp.gradient_kernel.CachedTile` of the points against
+        themselves; None without one. Each maps (N, 1) to (N, 1).
+
+        M = L1 D L1^T with L1 = (D + L) D^-1 = [[I, 0], [C W^-1, I]], W the value block of
+        D, which :attr:`value_inverse` inverts (V, but for a jitter or a fallback). A x = b
+        becomes B y = L1^-1 b (``into``), B = L1^-1 A L1^-T (``operator``), x = L1^-T y
+        (``out_of``), and CG on B preconditioned by D takes the iterates of CG on A
+        preconditioned by M. Written out, with q = W^-1 C^T y2 and t1 = y1 - q, B y is
+        [u, C (t1 - W^-1 u) + G y2] for u = V t1 + C^T y2 (= V y1 when W = V: B is then
+        blockdiag(V, G - C V^-1 C^T)). So one product costs the projection of y2, one
+        contraction, V once and W^-1 twice: the three n^2 d matmuls of a product with A
+        for an RBF, where applying M^-1 besides would add two.
+        """
+        if tile is None:
+            return None
+        n = self.value_inverse.shape[0]
+        Vi = self.value_inverse
+        shape = (n, self.gradient_diagonal.shape[0] // n)
+
+        def blocks(Y):
+            return Y[:n, 0], Y[n:, 0].reshape(shape)
+
+        def joined(y1, y2):
+            return jnp.concatenate([y1, y2.reshape(-1)])[:, None]
+
+        def operator(Y):
+            y1, y2 = blocks(Y)
+            from_gradients, gradient_rows = tile.split(y2)  # C^T y2, v0 -> C v0 + G y2
+            t1 = y1 - Vi @ from_gradients
+            u = tile.values @ t1 + self.value_noise * t1 + from_gradients
+            noise = self.gradient_noise.reshape(shape) * y2  # the tile's G is noiseless
+            return joined(u, gradient_rows(t1 - Vi @ u) + noise)
+
+        def into(B):  # [b1, b2 - C W^-1 b1]
+            b1, b2 = blocks(B)
+            return joined(b1, b2 - tile.gradients_from_values(Vi @ b1))
+
+        def out_of(Y):  # [y1 - W^-1 C^T y2, y2]
+            y1, y2 = blocks(Y)
+            return joined(y1 - Vi @ tile.split(y2)[0], y2)
+
+        return operator, into, out_of
 
 
-def gauss_seidel(V, gradient_diagonal):
-    """:class:`GaussSeidel` from the values' block V (n, n), noise included, and the
-    gradients' diagonal (n d,), noise included.
+def gauss_seidel(V, value_noise, gradient_diagonal, gradient_noise):
+    """:class:`GaussSeidel` from the values' block V (n, n) and the gradients' diagonal
+    (n d,), noise included in both, and the noise in each, (n,) and (n d,).
 
     V is factorised with a jitter of sqrt(eps) times its mean diagonal, which keeps a
     Cholesky of a near-singular V (tiny noise, near-equal points) finite and leaves M an SPD
@@ -133,7 +182,7 @@ def gauss_seidel(V, gradient_diagonal):
     inverse = jax.scipy.linalg.cho_solve((factor, True), jnp.eye(n, dtype=V.dtype))
     inverse = 0.5 * (inverse + inverse.T)  # symmetric to round-off, as CG needs
     inverse = jnp.where(jnp.all(jnp.isfinite(inverse)), inverse, jnp.diag(1.0 / jnp.diagonal(V)))
-    return GaussSeidel(inverse, gradient_diagonal)
+    return GaussSeidel(inverse, value_noise, gradient_diagonal, gradient_noise)
 
 
 #: Pivots are taken this many at a time (see :func:`pivoted_cholesky`).
