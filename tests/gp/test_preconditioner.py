@@ -241,7 +241,16 @@ def test_auto_takes_jacobi_where_gauss_seidel_does_not_apply_or_fit(rng, policy_
     assert isinstance(partial.factor, preconditioner.Jacobi)
     ranked = gp.condition(X, y, G, method="cg", preconditioner_rank=8)
     assert isinstance(ranked.factor, preconditioner.PivotedCholesky)
-    policy_with(cached_coefficients_max_bytes=12 * 12 * 8 - 1)  # V^-1 one byte short
+    # V^-1 and the tile's coefficient arrays, 12 x 12 float64 each, one byte short
+    with jax.enable_x64(True), jax.numpy_rank_promotion("allow"):
+        Xj = jnp.asarray(X)
+        t = gp.kernel.tile(jnp, Xj, Xj, *gradient_kernel.terms.centre(jnp, Xj, Xj), order=2)
+        arrays = gradient_kernel.coefficient_arrays(t)
+    assert arrays >= 1
+    needed = 12 * 12 * 8 * (1 + arrays)
+    policy_with(cached_coefficients_max_bytes=needed)
+    assert isinstance(gp.condition(X, y, G, method="cg").factor, preconditioner.GaussSeidel)
+    policy_with(cached_coefficients_max_bytes=needed - 1)
     assert isinstance(gp.condition(X, y, G, method="cg").factor, preconditioner.Jacobi)
 
 

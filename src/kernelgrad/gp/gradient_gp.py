@@ -221,11 +221,16 @@ def _preconditioner_kind(choice: str, rank: int | None, cov: _Covariance) -> tup
     of :data:`PRECONDITIONERS`), checked.
 
     "auto" takes the pivoted Cholesky when a rank is given (0: Jacobi), else Gauss-Seidel
-    where it applies (values and full gradients, a closed-form kernel, V^-1 within the
-    policy's ``cached_coefficients_max_bytes``), else Jacobi."""
-    n = cov.X.shape[0]
-    fits = n * n * cov.X.dtype.itemsize <= policy.current().cached_coefficients_max_bytes
+    where it applies (values and full gradients, a closed-form kernel) and V^-1 and the
+    cached tile fit the policy's ``cached_coefficients_max_bytes`` together (without the
+    tile it would be block Jacobi, whose O(n^3) inverse saved a fifth of Jacobi's
+    iterations in ``benchmarks/preconditioner_bounds.py``), else Jacobi."""
     applies = cov.obs.kind == "full" and cov.method == "closed"
+    n, itemsize = cov.X.shape[0], cov.X.dtype.itemsize
+    fits = applies and (
+        n * n * itemsize + gradient_kernel.cached_tile_bytes(cov.kernel, cov.X, cov.X)
+        <= policy.current().cached_coefficients_max_bytes
+    )
     if choice == "gauss-seidel" and not applies:
         raise ValueError(
             "preconditioner='gauss-seidel' needs values and full gradients (no observed mask "
@@ -241,7 +246,7 @@ def _preconditioner_kind(choice: str, rank: int | None, cov: _Covariance) -> tup
         if rank is not None:
             rank = _rank(rank)
             return ("pivoted-cholesky" if rank else "jacobi"), rank
-        choice = "gauss-seidel" if applies and fits else "jacobi"
+        choice = "gauss-seidel" if fits else "jacobi"
     return choice, 0
 
 

@@ -221,6 +221,21 @@ class CachedTile:
         return split_product(self.tile, (self.X, self.Xc), (self.Y, self.Yc), V1)
 
 
+def cached_tile_bytes(kernel: AbstractKernel, X, Y) -> int:
+    """The bytes a :class:`CachedTile` of X against Y would hold, found from a trace of its
+    tile alone (no arithmetic)."""
+    counted = []
+
+    def tile_value(X, Y):
+        cached = CachedTile(kernel, X, Y)
+        counted.append(coefficient_arrays(cached.tile))
+        return cached.values
+
+    with jax.numpy_rank_promotion("allow"):
+        jax.eval_shape(tile_value, X, Y)
+    return X.shape[0] * Y.shape[0] * X.dtype.itemsize * counted[0]
+
+
 def cached_tile(kernel: AbstractKernel, X, Y, max_bytes: int) -> CachedTile | None:
     """A :class:`CachedTile`, or None where its coefficient arrays would take more than
     ``max_bytes``; a declined tile is dead code under a trace."""
@@ -680,6 +695,7 @@ __all__ = [
     "CachedTile",
     "GradientGram",
     "cached_tile",
+    "cached_tile_bytes",
     "gradient_gram",
     "joint_dense",
     "joint_diagonal",
