@@ -616,8 +616,9 @@ class GradientGP(eqx.Module):
                 with a closed-form kernel), ``"pivoted-cholesky"`` (of rank
                 ``preconditioner_rank``, default the policy's, plus the diagonal it leaves
                 out) or ``"auto"``: the pivoted Cholesky if a rank is given (0: Jacobi),
-                else Gauss-Seidel where it applies and the values' n x n inverse fits the
-                policy's ``cached_coefficients_max_bytes``, else Jacobi. At n = 1000,
+                else Gauss-Seidel where it applies and the values' n x n inverse and the
+                cached tile fit the policy's ``cached_coefficients_max_bytes`` together,
+                else Jacobi. At n = 1000,
                 d = 100 (``benchmarks/conditioning.py``) Gauss-Seidel took 129 iterations
                 where Jacobi took 337 on the correlated problem, 41 where it took 58 on the
                 near-diagonal one, and the pivoted Cholesky of rank 100 or 200 took more
